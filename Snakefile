@@ -1,0 +1,30 @@
+# rgbench: one DAG from MNIST / MSDS data to trained models, figures and a claims report.
+from snakemake.utils import min_version, validate
+
+min_version("9.0")
+
+
+configfile: "config.yaml"
+
+
+validate(config, schema="workflow/schemas/config.schema.yaml")
+
+
+include: "workflow/rules/common.smk"
+
+
+rule all:
+    input:
+        lambda wildcards: all_targets(),
+    default_target: True
+
+
+include: "workflow/rules/data.smk"
+include: "workflow/rules/reference_classifier.smk"
+include: "workflow/rules/glonet.smk"
+include: "workflow/rules/potts_ebm.smk"
+include: "workflow/rules/rgm.smk"
+include: "workflow/rules/spatial_rgm.smk"
+include: "workflow/rules/rgflow.smk"
+include: "workflow/rules/tables.smk"
+include: "workflow/rules/report.smk"

@@ -1,0 +1,1 @@
+"""Data layer: verified MNIST, cached preprocessing, and the MSDS sprite generators."""
