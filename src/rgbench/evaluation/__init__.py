@@ -1,0 +1,1 @@
+"""The pipeline's yardstick: reference classifier, sample quality, claims."""

@@ -1,0 +1,1 @@
+"""Training and evaluation jobs, one module per experiment."""
