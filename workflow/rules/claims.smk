@@ -1,0 +1,1 @@
+# Claims: the registry of published claims joined with the tables (filled in by the evaluation-kit issue).
