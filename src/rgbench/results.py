@@ -98,3 +98,11 @@ def finite_or_none(value: float) -> float | None:
 
 def load_records(paths: Iterable[str | os.PathLike]) -> list[dict[str, Any]]:
     return [json.loads(Path(p).read_text()) for p in paths]
+
+
+def params_fingerprint(params: Mapping[str, Any]) -> str:
+    """A stable short hash of a run's parameters (for checkpoint validity)."""
+    import hashlib
+
+    text = json.dumps(params, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]

@@ -86,6 +86,7 @@ def fit(
     description: str = "train",
     stop_on_nan: bool = True,
     on_step: Callable[[int], None] | None = None,
+    fingerprint: str | None = None,
 ) -> FitResult:
     """Train for ``epochs`` epochs, checkpointing after each one and resuming if possible.
 
@@ -93,11 +94,17 @@ def fit(
     resumed run sees the same order); ``loss_fn(batch)`` returns the scalar loss.
     ``on_epoch_end(epoch)`` evaluates and returns numbers stored in the history.
     A non-finite loss ends training with ``diverged=True`` instead of raising.
+    ``fingerprint`` (e.g. a hash of the run's parameters) is stored in the checkpoint;
+    a checkpoint with another fingerprint is ignored, so a changed config never
+    resumes from a stale run.
     """
     history: list[EpochResult] = []
     start_epoch = 0
     train_seconds = 0.0
     checkpoint = load_checkpoint(checkpoint_path) if checkpoint_path else None
+    if checkpoint is not None and checkpoint.get("fingerprint") != fingerprint:
+        log.warning("ignoring checkpoint %s: it belongs to other parameters", checkpoint_path)
+        checkpoint = None
     if checkpoint is not None:
         model.load_state_dict(checkpoint["model"])
         optimizer.load_state_dict(checkpoint["optimizer"])
@@ -154,6 +161,7 @@ def fit(
                 history=[vars(h) for h in history],
                 epoch=epoch + 1,
                 train_seconds=train_seconds,
+                fingerprint=fingerprint,
             )
         if diverged and stop_on_nan:
             log.warning("%s: loss became non-finite in epoch %d; stopping", description, epoch + 1)

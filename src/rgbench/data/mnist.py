@@ -174,20 +174,22 @@ def download(name: str, expected_sha256: str, mirrors: tuple[str, ...] = MIRRORS
                      f"Without internet access, {LOCAL_FIX}")
 
 
-def fetch_mnist(source: str, output_dir: str | os.PathLike, checksums: str = "official") -> dict[str, Path]:
+def fetch_mnist(source: str, output_dir: str | os.PathLike, checksums: str = "official",
+                mirrors: tuple[str, ...] = MIRRORS, expected: dict[str, str] | None = None) -> dict[str, Path]:
     """Bring the four MNIST files into ``output_dir`` as verified raw IDX files.
 
-    ``source`` is ``download`` or a directory. Nothing is written until all four
+    ``source`` is ``download`` (``mirrors`` tried in turn) or a directory. ``expected``
+    overrides the checksums chosen by ``checksums``. Nothing is written until all four
     files have passed their checks.
     """
     directory = None if source == "download" else Path(source)
     if directory is not None and not directory.is_dir():
         raise MnistError(f"mnist_source {source!r} is neither 'download' nor an existing directory; {LOCAL_FIX}")
-    sums = expected_checksums(checksums, directory)
+    sums = expected if expected is not None else expected_checksums(checksums, directory)
     payloads = {}
     for name in MNIST_FILES:
         if directory is None:
-            payloads[name] = download(name, sums[name])
+            payloads[name] = download(name, sums[name], mirrors)
         else:
             payload = read_local(directory, name)
             verify_payload(payload, str(directory / name), sums[name])
