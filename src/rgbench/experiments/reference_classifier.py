@@ -1,0 +1,197 @@
+"""Train the reference MNIST classifier and the test-set feature statistics FID uses.
+
+Outputs of one job (``runs/reference_classifier/main/``):
+- ``model.pt`` + ``model.pt.sha256``: the weights with their config, and their checksum;
+- ``reference_stats.npz``: test-set feature mean/covariance (``mu``, ``sigma``), the
+  weights' checksum, and for scale the FID floor (real train vs real test) and the FID
+  of samples from independent-pixel models;
+- ``metrics.json``: test accuracy, checksum, train seconds and those FIDs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from rgbench.data.mnist import load_splits
+from rgbench.evaluation.quality import (class_histogram, entropy_nats, frechet_distance, gaussian_fit,
+                                        inception_score, recognisable_fraction)
+from rgbench.evaluation.reference import (NUM_CLASSES, ReferenceClassifier, ReferenceCNN, ReferenceConfig,
+                                          normalise, outlier_images, random_shift, save_reference_classifier,
+                                          to_input)
+from rgbench.io import save_npz_atomic
+from rgbench.results import write_metrics
+from rgbench.runtime import describe_device, get_logger, pick_device, seed_everything
+from rgbench.training import TensorBatches, epoch_permutation, fit
+
+log = get_logger("reference_classifier")
+
+EXPERIMENT = "reference_classifier"
+
+
+@dataclass
+class TrainConfig:
+    seed: int = 0
+    epochs: int = 5
+    batch_size: int = 128
+    lr: float = 3e-3
+    weight_decay: float = 1e-4
+    max_shift: int = 2
+    channels1: int = 16
+    channels2: int = 32
+    hidden: int = 128
+    dropout: float = 0.25
+    outlier_fraction: float = 0.125
+    fid_samples: int = 10000
+
+    @classmethod
+    def from_section(cls, section: dict[str, Any]) -> "TrainConfig":
+        known = set(cls.__dataclass_fields__)
+        return cls(**{k: v for k, v in section.items() if k in known})
+
+    def model_config(self) -> ReferenceConfig:
+        return ReferenceConfig(self.channels1, self.channels2, self.hidden, self.dropout)
+
+
+def accuracy(classifier: ReferenceClassifier, images: np.ndarray, labels: np.ndarray) -> float:
+    return float((classifier.predict(images) == labels).mean()) if len(labels) else float("nan")
+
+
+def independent_pixel_samples(train_images: np.ndarray, n: int, seed: int) -> dict[str, np.ndarray]:
+    """Samples of two independent-pixel baselines fitted to the training images.
+
+    ``marginal``: each pixel drawn from its own empirical 0..255 histogram (the maximum
+    likelihood independent model); ``bernoulli``: each pixel black/white with
+    probability its mean intensity.
+    """
+    rng = np.random.default_rng([seed, 1])
+    flat = train_images.reshape(len(train_images), -1)
+    pixels = flat.shape[1]
+    marginal = np.empty((n, pixels), dtype=np.uint8)
+    uniforms = rng.random((n, pixels))
+    for p in range(pixels):
+        cdf = np.cumsum(np.bincount(flat[:, p], minlength=256)) / len(flat)
+        marginal[:, p] = np.minimum(np.searchsorted(cdf, uniforms[:, p], side="right"), 255)
+    mean = flat.mean(axis=0) / 255.0
+    bernoulli = (rng.random((n, pixels)) < mean).astype(np.float32)
+    side = train_images.shape[1]
+    return {"marginal": marginal.reshape(n, side, side), "bernoulli": bernoulli.reshape(n, side, side)}
+
+
+def train_reference_classifier(mnist28: str | os.PathLike, model_path: str | os.PathLike,
+                               stats_path: str | os.PathLike, metrics_path: str | os.PathLike,
+                               section: dict[str, Any], device: str = "auto", preset: str = "custom") -> dict[str, Any]:
+    started = time.perf_counter()
+    cfg = TrainConfig.from_section(section)
+    seed_everything(cfg.seed)
+    dev = pick_device(device)
+    splits = load_splits(mnist28)
+    log.info("training on %d images, validating on %d, testing on %d (%s)", len(splits.train_labels),
+             len(splits.val_labels), len(splits.test_labels), describe_device(dev))
+
+    x_train = to_input(splits.train_images).to(dev)
+    y_train = torch.from_numpy(splits.train_labels.astype(np.int64)).to(dev)
+    model = ReferenceCNN(cfg.model_config()).to(dev)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    steps_per_epoch = -(-len(y_train) // cfg.batch_size)
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=cfg.lr, epochs=cfg.epochs,
+                                                    steps_per_epoch=steps_per_epoch)
+    classifier = ReferenceClassifier(model, device=dev)
+
+    def make_batches(epoch: int) -> TensorBatches:
+        return TensorBatches((x_train, y_train), cfg.batch_size, order=epoch_permutation(len(y_train), cfg.seed, epoch))
+
+    def loss_fn(batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        x, y = batch
+        x = random_shift(x, cfg.max_shift)
+        n_outliers = round(cfg.outlier_fraction * len(x))
+        if n_outliers == 0:
+            return F.cross_entropy(model(x), y)
+        # Outlier exposure: noise images pushed towards the uniform class distribution;
+        # the term is KL(uniform || p(y|noise)) >= 0 (cross-entropy minus its floor ln 10).
+        logits = model(torch.cat([x, normalise(outlier_images(n_outliers, dev))]))
+        digits, outliers = logits[:len(x)], logits[len(x):]
+        uniform_kl = -F.log_softmax(outliers, dim=1).mean(dim=1).mean() - math.log(NUM_CLASSES)
+        return F.cross_entropy(digits, y) + uniform_kl
+
+    def on_epoch_end(epoch: int) -> dict[str, Any]:
+        # Eval mode: no dropout, and BatchNorm's running statistics never see validation images.
+        model.eval()
+        result = {"val_accuracy": accuracy(classifier, splits.val_images, splits.val_labels)}
+        model.train()
+        return result
+
+    # The fingerprint makes a job rerun with other settings ignore a stale checkpoint.
+    fingerprint = hashlib.sha256(json.dumps(asdict(cfg), sort_keys=True).encode()).hexdigest()
+    checkpoint = Path(model_path).parent / "checkpoint.pt"
+    result = fit(model, optimizer, make_batches, loss_fn, cfg.epochs, checkpoint_path=checkpoint,
+                 on_epoch_end=on_epoch_end, scheduler=scheduler, description="reference", fingerprint=fingerprint)
+    if result.diverged:
+        raise RuntimeError("reference classifier training diverged (non-finite loss); lower the learning rate")
+    model.eval()
+
+    test_probs = classifier.predict_proba(splits.test_images)
+    test_accuracy = float((test_probs.argmax(1) == splits.test_labels).mean())
+    val_accuracy = accuracy(classifier, splits.val_images, splits.val_labels)
+    log.info("test accuracy %.4f (val %.4f) after %.1f s of training", test_accuracy, val_accuracy,
+             result.train_seconds)
+    digest = save_reference_classifier(model, model_path, extra={"test_accuracy": test_accuracy, "seed": cfg.seed})
+
+    # FID scale: the same number of images in every comparison, since FID's bias depends on N.
+    mu, sigma = gaussian_fit(classifier.features(splits.test_images))
+    n = min(cfg.fid_samples, len(splits.train_labels))
+    pick = np.sort(np.random.default_rng([cfg.seed, 2]).choice(len(splits.train_labels), size=n, replace=False))
+    fid_floor = frechet_distance(*gaussian_fit(classifier.features(splits.train_images[pick])), mu, sigma)
+    baselines = independent_pixel_samples(splits.train_images, n, cfg.seed)
+    baseline_numbers: dict[str, float] = {}
+    for name, samples in baselines.items():
+        probs = classifier.predict_proba(samples)
+        feats = classifier.features(samples)
+        baseline_numbers[f"fid_independent_{name}"] = frechet_distance(*gaussian_fit(feats), mu, sigma)
+        baseline_numbers[f"recognisable_fraction_independent_{name}"] = recognisable_fraction(probs)
+    noise = np.random.default_rng([cfg.seed, 3]).integers(0, 256, size=(min(n, 2000), 28, 28), dtype=np.uint8)
+    baseline_numbers["recognisable_fraction_uniform_noise"] = recognisable_fraction(classifier.predict_proba(noise))
+    log.info("FID floor (train vs test, n=%d) %.3f; baselines %s", n, fid_floor, baseline_numbers)
+    save_npz_atomic(stats_path, mu=mu, sigma=sigma, n_test=np.int64(len(splits.test_labels)),
+                    n_floor=np.int64(n), fid_floor=np.float64(fid_floor),
+                    fid_independent=np.float64(baseline_numbers["fid_independent_marginal"]),
+                    fid_independent_bernoulli=np.float64(baseline_numbers["fid_independent_bernoulli"]),
+                    model_sha256=np.str_(digest))
+
+    test_histogram = class_histogram(test_probs)
+    metrics = {
+        "test_accuracy": test_accuracy,
+        "val_accuracy": val_accuracy,
+        "test_errors": int((test_probs.argmax(1) != splits.test_labels).sum()),
+        "train_seconds": result.train_seconds,
+        "epochs": cfg.epochs,
+        "n_train": int(len(splits.train_labels)),
+        "n_test": int(len(splits.test_labels)),
+        "fid_floor": fid_floor,
+        "fid_independent": baseline_numbers["fid_independent_marginal"],
+        **baseline_numbers,
+        "recognisable_fraction_test": recognisable_fraction(test_probs),
+        "inception_score_test": inception_score(test_probs),
+        "class_entropy_test": entropy_nats(test_histogram),
+        "fid_samples": n,
+        "sha256": digest,
+        "preset": preset,
+    }
+    record = write_metrics(
+        metrics_path, experiment=EXPERIMENT, run_id="main", params=asdict(cfg), seed=cfg.seed, metrics=metrics,
+        wall_seconds=time.perf_counter() - started, device=describe_device(dev),
+        extra={"history": [vars(h) for h in result.history], "resumed_from_epoch": result.resumed_from_epoch,
+               "test_class_histogram": test_histogram.tolist()},
+    )
+    checkpoint.unlink(missing_ok=True)  # finished: a forced rerun should train afresh
+    return record
