@@ -55,6 +55,7 @@ def all_targets():
     targets = list(data_targets())
     for name in enabled_experiments():
         targets += experiment_targets(name)
+    targets += claims_targets()
     targets += report_targets()
     return targets
 
