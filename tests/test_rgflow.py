@@ -1,0 +1,230 @@
+"""RG-Flow: bijection, exact log-determinant, MERA geometry, training resume, CelebA path."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from rgbench.models.rgflow import (RGFlow, RGFlowConfig, bits_per_dim, block_pixels, count_parameters,
+                                   latent_levels, nll_nats, to_logit)
+
+SMALL = dict(couplings=[2], hidden=16, res_blocks=2, mlp_layers=1)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """The machine is shared; tiny tensors gain nothing from a second thread."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def randomised(config: RGFlowConfig, seed: int = 0, std: float = 0.1) -> RGFlow:
+    """A flow whose zero-initialised output scales are set random, so it is not the identity.
+
+    std 0.1 gives latents of a trained model's size (|z| ~ 6); much larger scales make
+    float32 inversion lose precision through 32 chained exp(s) factors.
+    """
+    torch.manual_seed(seed)
+    model = RGFlow(config)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith(".scale"):
+                p.normal_(0.0, std)
+    return model
+
+
+def test_flow_starts_as_identity() -> None:
+    model = RGFlow(RGFlowConfig(**SMALL))
+    x = torch.randn(2, 3, 32, 32)
+    z, ldj = model(x)
+    assert torch.equal(z, x)
+    assert torch.all(ldj == 0)
+
+
+@pytest.mark.parametrize("res_blocks,prior", [(1, "laplace"), (2, "gaussian")])
+def test_round_trip_and_inverse_log_det(res_blocks: int, prior: str) -> None:
+    model = randomised(RGFlowConfig(**{**SMALL, "res_blocks": res_blocks, "prior": prior}))
+    x = torch.randn(3, 3, 32, 32)
+    with torch.no_grad():
+        z, ldj = model(x)
+        x_back, inv_ldj = model.inverse(z)
+    assert not torch.allclose(z, x, atol=1e-2)  # the flow does something
+    assert (x_back - x).abs().max() < 1e-4
+    assert torch.allclose(ldj, -inv_ldj, atol=1e-3)
+
+
+def test_log_det_matches_autograd_jacobian() -> None:
+    # A tiny image: 8x8 with 1 channel and kernel 4 gives two levels (4 sublayers).
+    config = RGFlowConfig(image_size=8, channels=1, kernel=4, couplings=[1, 2], hidden=8, res_blocks=2,
+                          mlp_layers=2)
+    model = randomised(config, seed=3, std=0.5).double()
+    x = torch.randn(1, 1, 8, 8, dtype=torch.float64)
+    jac = torch.autograd.functional.jacobian(lambda v: model(v.view(1, 1, 8, 8))[0].reshape(-1), x.reshape(-1))
+    expected = torch.linalg.slogdet(jac)[1]
+    with torch.no_grad():
+        _, ldj = model(x)
+    assert abs(float(ldj[0]) - float(expected)) < 1e-8
+    assert abs(float(expected)) > 0.1  # not trivially zero
+
+
+def test_latent_positions_per_level() -> None:
+    levels = latent_levels(32, 4)
+    assert np.bincount(levels.ravel()).tolist() == [768, 192, 48, 16]
+    rows, cols = np.indices((32, 32))
+    for h in range(4):
+        on_grid = (rows % 2**h == 0) & (cols % 2**h == 0)
+        next_grid = (rows % 2 ** (h + 1) == 0) & (cols % 2 ** (h + 1) == 0)
+        expected = on_grid & ~next_grid if h < 3 else on_grid
+        assert np.array_equal(levels == h, expected), h
+        for shifted in (False, True):  # each sublayer of level h touches only its grid, each pixel once
+            touched = block_pixels(32, 4, h, shifted).ravel()
+            assert len(np.unique(touched)) == len(touched) == on_grid.sum()
+            assert np.all(on_grid.ravel()[touched])
+        assert block_pixels(32, 4, h, False).shape[0] == [64, 16, 4, 1][h]
+
+
+def test_latents_are_final_after_their_level() -> None:
+    """A level-h latent is never changed by a later level, and level h changes only its grid."""
+    model = randomised(RGFlowConfig(**SMALL))
+    levels = torch.as_tensor(latent_levels())
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        z, _ = model(x)
+        previous = x
+        for h in range(4):
+            partial, _ = model(x, stop_level=h)
+            mine = levels == h
+            assert torch.equal(partial[..., mine], z[..., mine])
+            rows, cols = torch.meshgrid(torch.arange(32), torch.arange(32), indexing="ij")
+            off_grid = ~((rows % 2**h == 0) & (cols % 2**h == 0))
+            assert torch.equal(partial[..., off_grid], previous[..., off_grid])
+            assert not torch.equal(partial[..., mine], previous[..., mine])
+            previous = partial
+
+
+def test_parameter_counts_and_config_errors() -> None:
+    assert count_parameters(RGFlow(RGFlowConfig(couplings=[2], hidden=128, res_blocks=1, mlp_layers=1))) == 411648
+    assert RGFlowConfig(couplings=[8, 6, 4, 2]).couplings == (8, 8, 6, 6, 4, 4, 2, 2)
+    with pytest.raises(ValueError, match="prior"):
+        RGFlowConfig(prior="cauchy")
+    with pytest.raises(ValueError, match="couplings"):
+        RGFlowConfig(couplings=[1, 2, 3])
+
+
+def test_bpd_of_identity_flow_on_known_input() -> None:
+    # Identity flow, Gaussian prior: NLL = -log N(y) - ldj_logit, computable by hand.
+    model = RGFlow(RGFlowConfig(**{**SMALL, "prior": "gaussian"}))
+    images = torch.full((1, 32, 32, 3), 128, dtype=torch.uint8)
+    generator = torch.Generator().manual_seed(0)
+    noise = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    x = (128 + noise) / 256
+    y, ldj = to_logit(x)
+    expected = float((0.5 * y**2 + 0.5 * math.log(2 * math.pi)).sum() - ldj.sum())
+    with torch.no_grad():
+        nll = nll_nats(model, images, generator=generator)
+    assert abs(float(nll) - expected) < 1e-3
+    assert bits_per_dim(nll, 3072) == pytest.approx((expected / 3072 + math.log(256)) / math.log(2), rel=1e-6)
+
+
+def test_training_resume_is_exact(tmp_path) -> None:
+    from rgbench.experiments.rgflow import train_run
+    from rgbench.io import save_npz_atomic
+
+    rng = np.random.default_rng(0)
+    save_npz_atomic(tmp_path / "d.npz", train_images=rng.integers(0, 256, (16, 32, 32, 3), dtype=np.uint8),
+                    test_images=rng.integers(0, 256, (4, 32, 32, 3), dtype=np.uint8))
+    section = {"label": "test", "model": {"couplings": [1], "hidden": 8, "res_blocks": 1, "mlp_layers": 1},
+               "train": {"epochs": 2, "steps_per_epoch": 2, "batch_size": 8, "lr": 1e-3, "weight_decay": 0.0,
+                         "grad_clip": 1.0, "seed": 0, "val_images": 2, "samples_per_epoch": 2}}
+    train_run(tmp_path / "d.npz", "msds1", "laplace", section, tmp_path / "full.pt", tmp_path / "ck_full.pt",
+              device_pref="cpu")
+    one = {**section, "train": {**section["train"], "epochs": 1}}
+    train_run(tmp_path / "d.npz", "msds1", "laplace", one, tmp_path / "half.pt", tmp_path / "ck.pt", "cpu")
+    # The same fingerprint is required to resume: rewrite the epoch-1 checkpoint's fingerprint.
+    ck = torch.load(tmp_path / "ck.pt", weights_only=False)
+    ck_full = torch.load(tmp_path / "ck_full.pt", weights_only=False)
+    ck["fingerprint"] = ck_full["fingerprint"]
+    torch.save(ck, tmp_path / "ck.pt")
+    train_run(tmp_path / "d.npz", "msds1", "laplace", section, tmp_path / "resumed.pt", tmp_path / "ck.pt", "cpu")
+    full = torch.load(tmp_path / "full.pt", weights_only=False)
+    resumed = torch.load(tmp_path / "resumed.pt", weights_only=False)
+    for key, value in full["model"].items():
+        assert torch.equal(value, resumed["model"][key]), key
+    assert [h["train_loss"] for h in full["history"]] == [h["train_loss"] for h in resumed["history"]]
+    assert full["history"][0]["extra"]["samples"].shape == (2, 32, 32, 3)
+
+
+def _fake_celeba(folder, n: int, partition: bool) -> None:
+    from PIL import Image
+
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(1)
+    lines = []
+    for i in range(n):
+        # 178 x 218 like aligned CelebA: noisy border, a solid 148 x 148 centre colour.
+        image = rng.integers(0, 256, (218, 178, 3), dtype=np.uint8)
+        image[35:183, 15:163] = [10 * i, 200, 255 - 10 * i]
+        image[35:183, 15:89, 1] = 40  # left half of the crop differs, to check the flip
+        Image.fromarray(image).save(folder / f"{i + 1:06d}.png")
+        lines.append(f"{i + 1:06d}.png {2 if i >= n - 2 else 0}")
+    if partition:
+        (folder.parent / "list_eval_partition.txt").write_text("\n".join(lines) + "\n")
+
+
+def test_celeba_cache_from_fake_images(tmp_path) -> None:
+    from rgbench.data.celeba import build_cache, random_flip
+    from rgbench.io import load_npz
+
+    _fake_celeba(tmp_path / "celeba" / "img_align_celeba", 6, partition=True)
+    counts = build_cache(tmp_path / "celeba", tmp_path / "c.npz")
+    data = load_npz(tmp_path / "c.npz")
+    assert counts == {"train": 4, "test": 2}
+    assert data["train_images"].shape == (4, 32, 32, 3) and data["train_images"].dtype == np.uint8
+    assert list(data["test_names"]) == ["000005.png", "000006.png"]
+    # The centre crop keeps only the solid square: left half G = 40, right half G = 200.
+    first = data["train_images"][0].astype(int)
+    assert np.abs(first[:, 2:14, 1] - 40).max() <= 1 and np.abs(first[:, 18:30, 1] - 200).max() <= 1
+    assert np.abs(first[..., 2] - 255).max() <= 1
+    flipped = random_flip(torch.as_tensor(data["train_images"]).repeat(8, 1, 1, 1),
+                          generator=torch.Generator().manual_seed(0))
+    is_flipped = [torch.equal(f, torch.as_tensor(first[::-1].copy() * 0 + first[:, ::-1]).to(torch.uint8))
+                  for f in flipped[::4]]
+    assert any(is_flipped) and not all(is_flipped)
+
+
+def test_celeba_without_partition_and_bad_input(tmp_path) -> None:
+    from rgbench.data.celeba import build_cache
+
+    _fake_celeba(tmp_path / "imgs", 10, partition=False)
+    assert build_cache(tmp_path / "imgs", tmp_path / "c.npz") == {"train": 9, "test": 1}
+    with pytest.raises(FileNotFoundError, match="not a directory"):
+        build_cache(tmp_path / "missing", tmp_path / "x.npz")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="no .jpg/.png"):
+        build_cache(tmp_path / "empty", tmp_path / "x.npz")
+    assert not (tmp_path / "x.npz").exists()
+
+
+def test_receptive_fields_grow_with_level_and_mixing_uses_levels() -> None:
+    from rgbench.experiments.rgflow import mix_latents, receptive_fields, temperature_map
+
+    # 16x16, 1 channel: three levels; the top level's latents see the whole image.
+    model = randomised(RGFlowConfig(image_size=16, channels=1, couplings=[1], hidden=8, res_blocks=1,
+                                    mlp_layers=1), std=0.3)
+    rf, positions = receptive_fields(model, torch.randn(2, 1, 16, 16))
+    support = [int((rf[level] > 1e-3).sum()) for level in range(3)]
+    # A level-0 latent reaches x through one shifted and the unshifted 4x4 blocks: <= 8x8 pixels.
+    assert support[0] <= 64 and support == sorted(support) and support[2] > 128
+    levels = latent_levels(16, 4)
+    assert [levels[r, c] for r, c in positions] == [0, 1, 2]
+    assert all(rf[level][r, c] > 0 for level, (r, c) in enumerate(positions))
+    za, zb = torch.zeros(1, 1, 16, 16), torch.ones(1, 1, 16, 16)
+    mixed = mix_latents(model, za, zb, cut=1)
+    assert torch.equal(mixed[0, 0] == 0, torch.as_tensor(levels >= 1))
+    t = temperature_map(model)
+    assert t[0, 0] == 0.8 and t[0, 1] == 0.2 and t[1, 1] == 0.2 and t[2, 4] == 0.8
