@@ -1,0 +1,279 @@
+"""Potts EBMs and their samplers (issue 5): exactness on grids small enough to enumerate."""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from rgbench.experiments.potts_ebm import PCDConfig, PCDTrainer
+from rgbench.experiments.sampler_bench import run_bench, speedups
+from rgbench.models.potts import (IndependentModel, PottsConfig, PottsModel, PottsRBM, PottsRBMConfig, ais_potts,
+                                  ais_rbm, integrated_autocorrelation_time, steps_to_coherence)
+from rgbench.models.potts_samplers import (CheckerboardGibbs, GridGeometry, _neighbour_counts, conditional_table,
+                                           kernel_available, sequential_gibbs)
+
+H, W = 2, 3  # 4^6 = 4096 states
+BACKENDS = ["torch"] + (["kernel"] if kernel_available() else [])
+
+
+def all_states(height: int = H, width: int = W) -> torch.Tensor:
+    grid = list(itertools.product(range(4), repeat=height * width))
+    return torch.tensor(grid, dtype=torch.uint8).view(-1, height, width)
+
+
+def small_model(classes: int = 1, seed: int = 0, w_h: float = 0.9, w_v: float = -0.6) -> PottsModel:
+    generator = torch.Generator().manual_seed(seed)
+    model = PottsModel(PottsConfig(height=H, width=W, classes=classes))
+    with torch.no_grad():
+        model.bias.copy_(1.2 * torch.randn(model.bias.shape, generator=generator))
+        model.coupling.copy_(torch.tensor([w_h, w_v]))
+    return model
+
+
+def exact_distribution(model: PottsModel, label: int | None = None) -> np.ndarray:
+    states = all_states(model.config.height, model.config.width)
+    labels = None if label is None else torch.full((len(states),), label)
+    with torch.no_grad():
+        return torch.softmax(-model.energy(states, labels).double(), 0).numpy()
+
+
+def state_codes(x: torch.Tensor) -> np.ndarray:
+    flat = x.reshape(len(x), -1).long().numpy()
+    return (flat * (4 ** np.arange(flat.shape[1])[::-1])).sum(1)
+
+
+def tv_bound(p: np.ndarray, n: int, delta: float = 1e-6) -> float:
+    """E[TV(empirical, p)] <= 1/2 sum_i sqrt(p_i (1 - p_i) / n) (Jensen per state), plus a
+    McDiarmid deviation: one sample moves TV by at most 1/n, so P(TV > E + t) <= exp(-2 n t^2)."""
+    return 0.5 * np.sqrt(p * (1 - p) / n).sum() + math.sqrt(math.log(1 / delta) / (2 * n))
+
+
+def total_variation(codes: np.ndarray, p: np.ndarray) -> float:
+    empirical = np.bincount(codes, minlength=len(p)) / len(codes)
+    return 0.5 * np.abs(empirical - p).sum()
+
+
+# 100,000 independent chains: the bound is then ~0.07 while the alternative model used
+# to show the test's power sits at TV ~0.3 from the true one.
+N_CHAINS = {"kernel": 100_000, "torch": 100_000, "sequential": 100_000}
+SWEEPS = 20  # the 2x3 model mixes in a few sweeps; 20 leaves no visible burn-in bias
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Single-threaded torch: these tests run beside other jobs on a small shared CPU."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_block_sampler_matches_enumeration(backend):
+    model = small_model()
+    p = exact_distribution(model)
+    sampler = CheckerboardGibbs(H, W, backend=backend)
+    sampler.set_parameters(*model.sampler_parameters())
+    generator = torch.Generator().manual_seed(1)
+    n = N_CHAINS[backend]
+    start = torch.randint(0, 4, (n, H, W), dtype=torch.uint8, generator=generator)
+    padded = sampler.sweep(sampler.pad(start), SWEEPS, generator)
+    codes = state_codes(sampler.unpad(padded))
+    bound = tv_bound(p, n)
+    assert total_variation(codes, p) < bound
+    # the bound has power: the same samples are far from a model with other couplings
+    assert total_variation(codes, exact_distribution(small_model(w_h=0.3, w_v=0.3))) > 2 * bound
+
+
+def test_sequential_sampler_matches_enumeration():
+    model = small_model(seed=3)
+    p = exact_distribution(model)
+    bias, w_h, w_v = model.sampler_parameters()
+    generator = torch.Generator().manual_seed(2)
+    n = N_CHAINS["sequential"]
+    x = torch.randint(0, 4, (n, H, W), dtype=torch.uint8, generator=generator)
+    sequential_gibbs(x, bias, w_h, w_v, SWEEPS, generator)
+    assert total_variation(state_codes(x), p) < tv_bound(p, n)
+    assert total_variation(state_codes(x), exact_distribution(small_model(seed=3, w_h=0.3, w_v=0.3))) > \
+        2 * tv_bound(p, n)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_class_conditional_sampling_uses_each_chains_bias(backend):
+    model = small_model(classes=2, seed=5)
+    sampler = CheckerboardGibbs(H, W, backend=backend)
+    sampler.set_parameters(*model.sampler_parameters())
+    generator = torch.Generator().manual_seed(4)
+    n = N_CHAINS[backend]
+    labels = torch.arange(n) % 2
+    padded = sampler.sweep(sampler.pad(torch.zeros(n, H, W, dtype=torch.uint8)), SWEEPS, generator, labels=labels)
+    x = sampler.unpad(padded)
+    for k in (0, 1):
+        p = exact_distribution(model, label=k)
+        assert total_variation(state_codes(x[labels == k]), p) < tv_bound(p, n // 2)
+    with pytest.raises(ValueError):
+        sampler.sweep(padded, 1, generator, labels=torch.full((n,), 2))
+
+
+def test_kernel_table_matches_tensor_table():
+    if not kernel_available():
+        pytest.skip("no C compiler")
+    generator = torch.Generator().manual_seed(0)
+    bias = torch.randn(2, 5, 7, 4, generator=generator)
+    fast = CheckerboardGibbs(5, 7, backend="kernel")
+    fast.set_parameters(bias, 0.7, -1.1)
+    geometry = GridGeometry(5, 7)
+    reference = conditional_table(bias, 0.7, -1.1, _neighbour_counts(5, 7, geometry.he, geometry.we), geometry)
+    torch.testing.assert_close(fast.table, reference, atol=2e-6, rtol=0)
+
+
+def test_sampler_is_reproducible_and_checks_inputs():
+    model = small_model()
+    sampler = CheckerboardGibbs(H, W)
+    with pytest.raises(RuntimeError):
+        sampler.sweep(sampler.pad(torch.zeros(4, H, W)), 1)
+    sampler.set_parameters(*model.sampler_parameters())
+    runs = []
+    for _ in range(2):
+        generator = torch.Generator().manual_seed(7)
+        runs.append(sampler.unpad(sampler.sweep(sampler.pad(torch.zeros(64, H, W)), 5, generator)))
+    assert torch.equal(runs[0], runs[1])
+    with pytest.raises(ValueError):
+        sampler.set_parameters(torch.zeros(1, 3, 3, 4), 0.0, 0.0)
+    with pytest.raises(ValueError):
+        sampler.sweep(torch.zeros(4, 10, dtype=torch.uint8), 1)
+
+
+def test_pcd_runs_k_sweeps_with_current_parameters():
+    model = small_model()
+    chains = torch.zeros(256, H, W, dtype=torch.uint8)
+    trainer = PCDTrainer(model, chains.clone(), None, sweeps=3, persistent=True)
+    data = (torch.randint(0, 4, (32, H, W), dtype=torch.uint8), torch.zeros(32, dtype=torch.long))
+    # exactly k = 3 sweeps of the current model: replaying them by hand gives the same chains
+    torch.manual_seed(11)
+    negative, _ = trainer.negatives(*data)
+    torch.manual_seed(11)
+    replay = CheckerboardGibbs(H, W)
+    replay.set_parameters(*model.sampler_parameters())
+    expected = replay.unpad(replay.sweep(replay.pad(chains), 3))
+    assert torch.equal(negative, expected)
+    assert torch.equal(trainer.chains, expected)  # persistent: the chains moved
+    assert not torch.equal(expected, chains)
+    # an update that makes level 3 overwhelming must show in the very next negatives
+    with torch.no_grad():
+        model.bias[..., 3] += 30.0
+    negative, _ = trainer.negatives(*data)
+    assert (negative == 3).all()
+    # and the surrogate loss moves the parameters through the optimizer
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.1)
+    before = model.bias.detach().clone()
+    trainer.loss(data).backward()
+    optimizer.step()
+    assert not torch.equal(before, model.bias.detach())
+    with pytest.raises(ValueError):
+        PCDConfig(sweeps=0)
+
+
+def test_cd_restarts_from_the_data():
+    model = small_model()
+    trainer = PCDTrainer(model, torch.zeros(8, H, W, dtype=torch.uint8), None, sweeps=1, persistent=False)
+    data = torch.full((16, H, W), 2, dtype=torch.uint8)
+    negative, _ = trainer.negatives(data, torch.zeros(16, dtype=torch.long))
+    assert negative.shape == data.shape
+    assert torch.equal(trainer.chains, torch.zeros(8, H, W, dtype=torch.uint8))
+
+
+def test_ais_potts_matches_exact_log_partition():
+    model = small_model(seed=8)
+    states = all_states()
+    with torch.no_grad():
+        exact = float(torch.logsumexp(-model.energy(states).double(), 0))
+    generator = torch.Generator().manual_seed(0)
+    base = IndependentModel(torch.log_softmax(torch.randn(1, H, W, 4, generator=generator), -1).numpy())
+    result = ais_potts(model, base, chains=1000, steps=200, generator=generator)
+    assert result.log_z_se < 0.05
+    assert abs(result.log_z - exact) < max(4 * result.log_z_se, 0.02)
+
+
+def test_ais_rbm_matches_exact_log_partition():
+    torch.manual_seed(0)
+    model = PottsRBM(PottsRBMConfig(height=2, width=2, hidden=3, init_std=0.8))
+    states = all_states(2, 2)
+    with torch.no_grad():
+        model.bias.normal_()
+        exact = float(torch.logsumexp(-model.energy(states).double(), 0))
+    base = IndependentModel.fit(states[:50].numpy())
+    result = ais_rbm(model, base, chains=500, steps=200, generator=torch.Generator().manual_seed(1))
+    assert abs(result.log_z - exact) < max(4 * result.log_z_se, 0.02)
+
+
+def test_independent_nll_exact_by_hand():
+    data = np.array([[[0, 3]], [[0, 2]], [[1, 3]]], dtype=np.uint8)  # three 1x2 images
+    model = IndependentModel.fit(data, alpha=1.0)
+    # site 0: counts (2, 1, 0, 0) + 1 over 3 + 4; site 1: counts (0, 0, 1, 2) + 1 over 7
+    p0 = np.array([3, 2, 1, 1]) / 7
+    p1 = np.array([1, 1, 2, 3]) / 7
+    expected = -np.mean([np.log(p0[0] * p1[3]), np.log(p0[0] * p1[2]), np.log(p0[1] * p1[3])])
+    assert model.nll(data) == pytest.approx(expected, rel=1e-12)
+    np.testing.assert_allclose(np.exp(model.log_probs).sum(-1), 1.0)
+    with pytest.raises(ValueError):
+        IndependentModel.fit(np.full((2, 1, 2), 4, dtype=np.uint8))
+    # as a Potts model it is the same normalised distribution
+    potts = IndependentModel.fit(all_states(1, 2)[:9].numpy()).as_potts()
+    with torch.no_grad():
+        assert float(torch.logsumexp(-potts.energy(all_states(1, 2)).double(), 0)) == pytest.approx(0.0, abs=1e-5)
+
+
+def test_pseudo_log_likelihood_matches_brute_force():
+    model = small_model(seed=2)
+    x = all_states()[torch.tensor([5, 700, 4000])]
+    with torch.no_grad():
+        fast = model.pseudo_log_likelihood(x)
+        for n in range(len(x)):
+            total = 0.0
+            for r, c in itertools.product(range(H), range(W)):
+                variants = x[n].repeat(4, 1, 1)
+                variants[:, r, c] = torch.arange(4)
+                total += float(torch.log_softmax(-model.energy(variants), 0)[x[n, r, c].long()])
+            assert float(fast[n]) == pytest.approx(total, abs=1e-4)
+    torch.manual_seed(0)
+    rbm = PottsRBM(PottsRBMConfig(height=2, width=2, hidden=3, init_std=0.8))
+    x = all_states(2, 2)[torch.tensor([3, 77])]
+    with torch.no_grad():
+        fast = rbm.pseudo_log_likelihood(x, site_chunk=3)
+        variants = x[0].repeat(4, 1, 1)
+        variants[:, 1, 0] = torch.arange(4)
+        site = float(torch.log_softmax(-rbm.energy(variants), 0)[x[0, 1, 0].long()])
+        other = 0.0
+        for r, c in itertools.product(range(2), range(2)):
+            v = x[0].repeat(4, 1, 1)
+            v[:, r, c] = torch.arange(4)
+            other += float(torch.log_softmax(-rbm.energy(v), 0)[x[0, r, c].long()])
+    assert float(fast[0]) == pytest.approx(other, abs=1e-4)
+    assert site < 0
+
+
+def test_autocorrelation_time_of_ar1():
+    rng = np.random.default_rng(0)
+    phi, chains, steps = 0.6, 50, 4000
+    x = np.zeros((chains, steps))
+    noise = rng.normal(size=(chains, steps))
+    for t in range(1, steps):
+        x[:, t] = phi * x[:, t - 1] + noise[:, t]
+    assert integrated_autocorrelation_time(x) == pytest.approx((1 + phi) / (1 - phi), rel=0.1)
+    assert steps_to_coherence(np.r_[np.linspace(100, 10, 10), np.full(30, 10.0)]) == 9  # trace[9] is 10
+    assert steps_to_coherence(np.full(10, 5.0)) == 0
+
+
+def test_sampler_bench_row():
+    row = run_bench("block", 16, 0.01, 2, 0)
+    assert row["chains"] == 16 and row["sweeps"] >= 1 and row["flips_per_ns"] > 0
+    assert row["flips_per_ns"] == pytest.approx(16 * 784 * row["sweeps"] / (row["median_seconds"] * 1e9))
+    assert speedups([{"implementation": "thrml", "chains": 64, "flips_per_ns": 0.01},
+                     {"implementation": "block", "chains": 64, "flips_per_ns": 0.2}]) == {64: pytest.approx(20.0)}
+    with pytest.raises(ValueError):
+        run_bench("numpy", 16, 0.01, 1, 0)
