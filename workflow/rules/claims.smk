@@ -1,22 +1,10 @@
 # Claims: every src/rgbench/claims/*.yaml joined with the experiment tables into
 # tables/claims.csv (verdicts reproduced / not_reproduced / not_run).
+
+include: "claims_functions.smk"
 from pathlib import Path as _ClaimsPath
 
 CLAIMS_DIR = _ClaimsPath(workflow.basedir) / "src" / "rgbench" / "claims"
-
-
-def claims_files():
-    """The claims files, globbed when the DAG is built (so a new file is picked up)."""
-    return sorted(str(path) for path in CLAIMS_DIR.glob("*.yaml"))
-
-
-def claims_tables():
-    """Experiment -> table path, for every registered experiment this config runs."""
-    return {name: R(f"tables/{name}.csv") for name in EXPERIMENTS if enabled(name)}
-
-
-def claims_targets():
-    return [R("tables/claims.csv")]
 
 
 rule claims:

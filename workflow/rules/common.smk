@@ -15,11 +15,11 @@ def R(path):
 
 
 def LOG(rule_name, *parts):
-    return R("logs/" + "/".join((rule_name,) + parts) + ".log")
+    return R(f"logs/{Path(rule_name, *parts).as_posix()}.log")
 
 
 def BENCH(rule_name, *parts):
-    return R("benchmarks/" + "/".join((rule_name,) + parts) + ".tsv")
+    return R(f"benchmarks/{Path(rule_name, *parts).as_posix()}.tsv")
 
 
 def enabled(section):

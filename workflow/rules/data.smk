@@ -1,5 +1,7 @@
 # Data stage: verified MNIST, cached preprocessing, and the MSDS sprite datasets.
 
+include: "data_functions.smk"
+
 MNIST_RAW_FILES = [
     "train-images-idx3-ubyte",
     "train-labels-idx1-ubyte",
@@ -10,18 +12,6 @@ MNIST28 = R("data/mnist/mnist28.npz")
 MNIST32_RGM = R("data/mnist/mnist32_rgm.npz")
 MNIST4 = R("data/mnist/mnist4.npz")
 MNIST_SUBSETS = R("data/mnist/subsets.npz")
-
-
-def MSDS(variant):
-    return R(f"data/msds/{variant}.npz")
-
-
-def msds_variants_needed():
-    return config["msds"]["variants"] if (config["msds"]["enabled"] or enabled("rgflow")) else []
-
-
-def data_targets():
-    return [MNIST28, MNIST32_RGM, MNIST4, MNIST_SUBSETS] + [MSDS(v) for v in msds_variants_needed()]
 
 
 rule data:
@@ -39,7 +29,7 @@ rule mnist_fetch:
         LOG("mnist_fetch"),
     benchmark:
         BENCH("mnist_fetch")
-    threads: 1
+    threads: family_threads("data")
     resources:
         **family_resources("data"),
     conda:
@@ -60,7 +50,7 @@ rule mnist_cache:
         LOG("mnist_cache"),
     benchmark:
         BENCH("mnist_cache")
-    threads: 1
+    threads: family_threads("data")
     resources:
         **family_resources("data"),
     conda:
@@ -82,7 +72,7 @@ rule mnist_rgm32:
         LOG("mnist_rgm32"),
     benchmark:
         BENCH("mnist_rgm32")
-    threads: 1
+    threads: family_threads("data")
     resources:
         **family_resources("data"),
     conda:
@@ -102,7 +92,7 @@ rule mnist_discretise:
         LOG("mnist_discretise"),
     benchmark:
         BENCH("mnist_discretise")
-    threads: 1
+    threads: family_threads("data")
     resources:
         **family_resources("data"),
     conda:
@@ -122,7 +112,7 @@ rule mnist_subsets:
         seed=config["data"]["split_seed"],
     log:
         LOG("mnist_subsets"),
-    threads: 1
+    threads: family_threads("data")
     resources:
         **family_resources("data"),
     conda:
@@ -144,7 +134,7 @@ rule msds_generate:
         LOG("msds_generate", "{variant}"),
     benchmark:
         BENCH("msds_generate", "{variant}")
-    threads: 1
+    threads: family_threads("data")
     resources:
         **family_resources("data"),
     conda:

@@ -1,6 +1,8 @@
 # Experiment glonet (issue 4, seed 002): GloNet vs MLP vs ResMLP across depth.
 # One training job per (grid, model, depth, seed); figures read the table and arrays.npz.
 
+include: "glonet_functions.smk"
+
 GLONET = config.get("glonet", {})
 
 
@@ -9,33 +11,7 @@ GLONET = config.get("glonet", {})
 GLONET_TRAIN_KEYS = ["features", "epochs", "batch_size", "lr", "optimizer", "momentum", "train_limit", "test_limit"]
 
 
-def glonet_runs():
-    """run_id -> {grid, model, depth, seed, <train keys>} for the main and extra grids.
-
-    Each job gets only its own settings as params, so adding a depth or a seed to the
-    grid does not rerun the jobs that already exist.
-    """
-    if not enabled("glonet"):
-        return {}
-    runs = {}
-    grids = [dict(GLONET, name="main")] + [dict(GLONET, **grid) for grid in GLONET.get("extra_grids", [])]
-    for grid in grids:
-        for model in grid["models"]:
-            for depth in grid["depths"]:
-                for seed in grid["seeds"]:
-                    key = run_id(model=model, depth=depth, seed=seed)
-                    if grid["name"] != "main":
-                        key = f"{grid['name']}_{key}"
-                    runs[key] = dict({k: grid[k] for k in GLONET_TRAIN_KEYS},
-                                     grid=grid["name"], model=model, depth=int(depth), seed=int(seed))
-    return runs
-
-
 GLONET_RUNS = glonet_runs()
-
-
-def glonet_files(name, grid=None):
-    return [R(f"runs/glonet/{key}/{name}") for key, spec in GLONET_RUNS.items() if grid is None or spec["grid"] == grid]
 
 
 GLONET_FIGURES = ["accuracy_vs_depth", "learning_curves", "layer_usage", "early_exit"]

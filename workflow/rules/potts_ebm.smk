@@ -2,24 +2,10 @@
 # Per (model, seed): train (PCD) -> analyse (AIS NLL, PLL, samples, mixing) -> evaluate
 # (reference classifier). Training and analysis never wait for the classifier.
 
+include: "potts_ebm_functions.smk"
+
 POTTS_RUN = R("runs/potts_ebm/model-{model}_seed-{seed}")
 POTTS_WILDCARDS = {"model": "independent|potts|potts_cond|potts_rbm", "seed": "[0-9]+"}
-
-
-def potts_section():
-    return config["potts_ebm"]
-
-
-def potts_runs():
-    section = potts_section()
-    return [f"{POTTS_RUN}/metrics.json".format(model=m, seed=s) for m in section["models"] for s in section["seeds"]]
-
-
-def potts_train_settings(wildcards):
-    """Only what decides the trained weights, so editing analysis settings never retrains."""
-    section = potts_section()
-    keys = ("limit_train", "limit_test", "smoothing", "pcd", "rbm")
-    return as_json({k: section[k] for k in keys})
 
 
 register_experiment(
@@ -105,17 +91,6 @@ rule potts_ebm_evaluate:
         "../../envs/torch.yaml"
     script:
         "../../scripts/potts_ebm_evaluate.py"
-
-
-def potts_samples_files():
-    section = potts_section()
-    return [f"{POTTS_RUN}/samples.npz".format(model=m, seed=section["seeds"][0]) for m in section["models"]]
-
-
-def potts_epoch_files():
-    section = potts_section()
-    return [f"{POTTS_RUN}/epochs.npz".format(model=m, seed=section["seeds"][0])
-            for m in section["models"] if m != "independent"]
 
 
 rule potts_ebm_figure:

@@ -17,7 +17,7 @@ rule reference_classifier_train:
         MNIST28,
     output:
         model=REFERENCE_MODEL,
-        checksum=REFERENCE_MODEL + ".sha256",
+        checksum=f"{REFERENCE_MODEL}.sha256",
         stats=REFERENCE_STATS,
         metrics=f"{REFERENCE_DIR}/metrics.json",
     params:

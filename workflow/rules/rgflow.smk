@@ -2,26 +2,9 @@
 # user supplies rgflow.celeba_dir, CelebA 32x32. One training job per (dataset, prior),
 # then an evaluation job writing metrics.json and the arrays every figure is drawn from.
 
+include: "rgflow_functions.smk"
+
 RGFLOW_FIGURES = ["samples", "temperature", "receptive_fields", "mixing", "bpd"]
-
-
-def rgflow_datasets():
-    section = config["rgflow"]
-    return list(section["datasets"]) + (["celeba"] if section.get("celeba_dir") else [])
-
-
-def rgflow_run_ids():
-    return [run_id(dataset=d, prior=p) for d in rgflow_datasets() for p in config["rgflow"]["priors"]]
-
-
-def rgflow_data(wildcards):
-    if wildcards.dataset == "celeba":
-        return R("data/celeba/celeba32.npz")
-    return MSDS(wildcards.dataset)
-
-
-def rgflow_section(*keys):
-    return as_json({key: config["rgflow"][key] for key in keys})
 
 
 register_experiment(

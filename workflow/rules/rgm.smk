@@ -2,12 +2,10 @@
 # 32x32 MNIST. One fit job (SVD quantiser, fast structure learning on the exemplars,
 # active learning over the stream), one evaluation job per protocol, figures from arrays.
 
+include: "rgm_functions.smk"
+
 RGM_PROTOCOLS = ["official_test", "paper_slice"]
 RGM_FIGURES = ["reconstructions", "generated", "accuracy_elbo", "accepted"]
-
-
-def rgm_run(path):
-    return R(f"runs/rgm/{path}")
 
 
 register_experiment(

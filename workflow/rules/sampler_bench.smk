@@ -2,26 +2,11 @@
 # the 28x28 4-level Potts grid. One cheap job per (implementation, chains); THRML rows
 # exist only where the optional thrml package is importable. The thorough run is
 # benchmarks/potts_sampler_speed.py.
+
+include: "sampler_bench_functions.smk"
 import importlib.util
 
 SAMPLER_RUN = R("runs/sampler_bench/impl-{implementation}_chains-{chains}")
-
-
-def thrml_importable():
-    return importlib.util.find_spec("thrml") is not None and importlib.util.find_spec("jax") is not None
-
-
-def sampler_bench_rows():
-    section = config["sampler_bench"]
-    rows = []
-    for implementation in section["implementations"]:
-        if implementation == "thrml" and not thrml_importable():
-            continue
-        for chains in section["chains"]:
-            if implementation == "sequential" and chains > section["sequential_max_chains"]:
-                continue
-            rows.append((implementation, chains))
-    return rows
 
 
 register_experiment(

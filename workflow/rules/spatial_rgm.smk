@@ -3,18 +3,10 @@
 # Rule 1 trains (needs only MNIST); rule 2 runs the experiments with the reference
 # classifier; the figures are drawn from rule 2's saved arrays.
 
+include: "spatial_rgm_functions.smk"
+
 SPATIAL_RGM = config.get("spatial_rgm", {})
 SPATIAL_RGM_RUN = R("runs/spatial_rgm/epochs-{epochs}_seed-{seed}")
-
-
-def spatial_rgm_runs():
-    return [f"{SPATIAL_RGM_RUN}/metrics.json".format(epochs=epochs, seed=seed)
-            for epochs in SPATIAL_RGM["epochs"] for seed in SPATIAL_RGM["seeds"]]
-
-
-def spatial_rgm_arrays():
-    """The figures show the run of the first epochs value and the first seed."""
-    return f"{SPATIAL_RGM_RUN}/arrays.npz".format(epochs=SPATIAL_RGM["epochs"][0], seed=SPATIAL_RGM["seeds"][0])
 
 
 SPATIAL_RGM_FIGURES = ["abstraction", "conditional_samples", "locality"]

@@ -1,0 +1,65 @@
+# Helper functions of report.smk (kept apart: snakemake --lint wants no defs beside rules).
+
+def report_claims_outputs():
+    """tables/claims.csv and whatever else the claims stage makes (none until it exists)."""
+    return list(claims_targets()) if "claims_targets" in globals() else []
+
+
+def report_claims_csv():
+    return [f for f in report_claims_outputs() if str(f).endswith("claims.csv")]
+
+
+def report_targets():
+    if not enabled("report"):
+        return []
+    tables = [R(f"report/tables/{name}.html") for name in enabled_experiments()]
+    tables += [R("report/tables/costs.html")] + ([R("report/tables/claims.html")] if report_claims_csv() else [])
+    return report_claims_outputs() + tables + [R("report/index.html")]
+
+
+def report_rule_stages():
+    """Rule name -> the experiment (or data / report stage) whose rule file defines it."""
+    stages = {}
+    for rule_ in workflow.rules:
+        stem = Path(str(rule_.snakefile)).stem
+        stages[rule_.name] = stem if stem in EXPERIMENTS else REPORT_STAGE_OF_FILE.get(stem, "pipeline")
+    return stages
+
+
+def report_rule_runs():
+    """Rule -> its benchmark pattern and the run directories (under runs/) its outputs go to."""
+    runs_prefix = R("runs/")
+    spec = {}
+    for rule_ in workflow.rules:
+        if not rule_.benchmark:
+            continue
+        run_dirs = sorted({str(Path(str(item)).parent) for item in rule_.output if str(item).startswith(runs_prefix)})
+        spec[rule_.name] = {"benchmark": str(rule_.benchmark), "run_dirs": run_dirs}
+    return spec
+
+
+def report_caption_patterns():
+    """[output pattern, caption file] of every output marked with report(...) in the workflow."""
+    patterns = []
+    for rule_ in workflow.rules:
+        for item in rule_.output:
+            if is_flagged(item, "report") and item.flags["report"].caption is not None:
+                caption = item.flags["report"].caption
+                path = caption.get_path_or_uri(secret_free=True) if hasattr(caption, "get_path_or_uri") else caption
+                patterns.append([str(item), str(path)])
+    return patterns
+
+
+def report_upstream():
+    """Every result the report summarises; the cost table waits for all of them."""
+    files = list(data_targets()) + report_claims_outputs()
+    for name in enabled_experiments():
+        files += experiment_targets(name)
+    return files
+
+
+def report_page_experiments():
+    return {name: {"table": R(f"tables/{name}.csv"), "figures": list(EXPERIMENTS[name]["figures"]())}
+            for name in enabled_experiments()}
+
+
