@@ -271,7 +271,7 @@ def test_smoke_dag_runs_on_slurm_with_a_gpu_per_training_job(slurm_cluster, tmp_
     started = time.monotonic()
     with log_path.open("w") as log_file:
         run = subprocess.run(
-            [sys.executable, "-m", "snakemake", SLURM_TARGET, "--profile", str(profile),
+            [sys.executable, "-m", "snakemake", *SLURM_TARGET.split(), "--profile", str(profile),
              "--configfile", "config/smoke.yaml", str(gpu_overlay(tmp_path)), "--verbose"],
             cwd=work, stdout=log_file, stderr=subprocess.STDOUT, text=True, timeout=SLURM_TIMEOUT,
         )
