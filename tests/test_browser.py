@@ -6,13 +6,12 @@ Skipped where Chromium or chromedriver is not installed (Debian: `.ci/install_br
 from __future__ import annotations
 
 import os
-import struct
-import zlib
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
+from helpers import tiny_png
 from rgbench.report.browser import WebDriver, check_page, find_chromium, headless_chromium
 from rgbench.report.summary import build_summary_page
 
@@ -30,15 +29,6 @@ def browser() -> WebDriver:
     """One headless Chromium (fresh profile) for every page of this module."""
     with headless_chromium() as session:
         yield session
-
-
-def tiny_png(width: int, height: int, value: int = 128) -> bytes:
-    """A valid greyscale PNG of the given size (the same writer as in test_report.py)."""
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-    raw = b"".join(b"\x00" + bytes([value]) * width for _ in range(height))
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
-            + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
 
 
 def test_summary_page_loads_in_headless_chromium(tmp_path: Path, browser: WebDriver) -> None:

@@ -7,28 +7,18 @@ import json
 import math
 import re
 import shutil
-import struct
-import zlib
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
+from helpers import tiny_png
 from rgbench.report.costs import collect_costs, read_benchmark, stage_of_rule, write_costs
 from rgbench.report.rulegraph import drop_rules, layered_svg, layers, parse_dot, recolour_dot, render_svg
 from rgbench.report.patterns import fill, wildcard_regex
 from rgbench.report.summary import build_summary_page, caption_reading, find_caption, format_cell, write_table_page
 
 BENCH_HEADER = "s\th:m:s\tmax_rss\tmax_vms\tmax_uss\tmax_pss\tio_in\tio_out\tmean_load\tcpu_time\n"
-
-
-def tiny_png(width: int, height: int, value: int = 128) -> bytes:
-    """A valid greyscale PNG of the given size, written by hand (no matplotlib needed)."""
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-    raw = b"".join(b"\x00" + bytes([value]) * width for _ in range(height))
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
-            + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
 
 
 def write_bench(path: Path, *rows: tuple) -> None:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -23,11 +22,10 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from helpers import copy_workflow
 
 ROOT = Path(__file__).resolve().parents[1]
 # What a copy of the workflow needs; results/ and .snakemake/ stay private to it.
-WORKFLOW_ENTRIES = ("Snakefile", "config.yaml", "config", "workflow", "scripts", "src", "envs", "report",
-                    "tests/data/mnist-subset")
 
 # The training job under test: the reference classifier trains through the shared
 # rgbench.training.fit (checkpoint after every epoch, exact resume).
@@ -40,15 +38,7 @@ TIMING_KEYS = {"train_seconds", "seconds", "wall_seconds", "sha256"}
 
 
 def workflow_copy(tmp_path: Path) -> Path:
-    # A copy, not symlinks: the files cannot change under the test while it runs.
-    work = tmp_path / "workflow-copy"
-    for name in WORKFLOW_ENTRIES:
-        source, target = ROOT / name, work / name
-        target.parent.mkdir(parents=True, exist_ok=True)
-        if source.is_dir():
-            shutil.copytree(source, target, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-        else:
-            shutil.copy2(source, target)
+    work = copy_workflow(tmp_path)
     overlay = yaml.safe_load((ROOT / "config" / "smoke.yaml").read_text())
     for section, values in OVERRIDES.items():
         overlay[section].update(values)

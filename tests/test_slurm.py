@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from helpers import copy_workflow
 
 ROOT = Path(__file__).resolve().parents[1]
 PROFILES = ROOT / "profiles"
@@ -25,8 +26,6 @@ RULES = ROOT / "workflow" / "rules"
 GPU_FAMILIES = ("train", "evaluate")
 PLACEHOLDER = "CHANGE_ME"
 # What a copy of the workflow needs to run.
-WORKFLOW_ENTRIES = ("Snakefile", "config.yaml", "config", "workflow", "scripts", "src", "envs", "report",
-                    "tests/data/mnist-subset")
 # What the integration test runs: the whole smoke DAG unless told otherwise.
 SLURM_TARGET = os.environ.get("RGBENCH_SLURM_TARGET", "all")
 SLURM_TIMEOUT = float(os.environ.get("RGBENCH_SLURM_TIMEOUT", "1800"))
@@ -248,24 +247,10 @@ def slurm_jobs(logdir: Path) -> list[dict[str, str]]:
     return jobs
 
 
-def workflow_copy(tmp_path: Path) -> Path:
-    """A snapshot of the workflow with its own .snakemake/ (locks, metadata, SLURM logs),
-    so nothing the run leaves behind touches the checkout."""
-    work = tmp_path / "workflow-copy"
-    for name in WORKFLOW_ENTRIES:
-        source, target = ROOT / name, work / name
-        target.parent.mkdir(parents=True, exist_ok=True)
-        if source.is_dir():
-            shutil.copytree(source, target, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-        else:
-            shutil.copy2(source, target)
-    return work
-
-
 @pytest.mark.slurm
 def test_smoke_dag_runs_on_slurm_with_a_gpu_per_training_job(slurm_cluster, tmp_path):
     profile = cluster_profile(tmp_path)
-    work = workflow_copy(tmp_path)
+    work = copy_workflow(tmp_path)
     results = work / "results"
     log_path = tmp_path / "snakemake.log"  # streamed, so a timed-out run still leaves its log
     started = time.monotonic()

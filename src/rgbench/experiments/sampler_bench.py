@@ -72,14 +72,17 @@ def _calibrated(run: Callable[[int], None], chains: int, seconds_per_run: float,
     one program per sweep count, and compiling must never be timed as sampling."""
     if prepare is None:
         prepare = lambda sweeps: None  # noqa: E731
-    if fixed_sweeps is not None:
-        prepare(fixed_sweeps)
+    def timed_repeats(sweeps: int) -> tuple[int, list[float]]:
+        prepare(sweeps)
         times = []
         for _ in range(repeats):
             started = time.perf_counter()
-            run(fixed_sweeps)
+            run(sweeps)
             times.append(time.perf_counter() - started)
-        return fixed_sweeps, times
+        return sweeps, times
+
+    if fixed_sweeps is not None:
+        return timed_repeats(fixed_sweeps)
     prepare(1)
     started = time.perf_counter()
     run(1)
@@ -92,13 +95,7 @@ def _calibrated(run: Callable[[int], None], chains: int, seconds_per_run: float,
         run(sweeps)
         per_sweep = max(time.perf_counter() - started, 1e-6) / sweeps
         sweeps = int(min(max_sweeps, max(1, round(seconds_per_run / per_sweep))))
-    prepare(sweeps)
-    times = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        run(sweeps)
-        times.append(time.perf_counter() - started)
-    return sweeps, times
+    return timed_repeats(sweeps)
 
 
 def bench_block(chains: int, seconds_per_run: float, repeats: int, seed: int, backend: str = "auto",
