@@ -1,22 +1,28 @@
 # rgbench: one DAG from MNIST / MSDS data to trained models, figures and a claims report.
+import sys
+from pathlib import Path
+
 from snakemake.utils import min_version, validate
 
 min_version("9.0")
+
+# The DAG uses the package's own definitions (e.g. the MNIST checksums), from this checkout.
+sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 
 
 configfile: "config.yaml"
 
 
-validate(config, schema="workflow/schemas/config.schema.yaml")
+validate(config, schema="workflow/schemas/config.schema.yaml", set_default=False)
 
 
 include: "workflow/rules/common.smk"
 
 
 rule all:
+    default_target: True
     input:
         lambda wildcards: all_targets(),
-    default_target: True
 
 
 include: "workflow/rules/data.smk"

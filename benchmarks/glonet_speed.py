@@ -18,11 +18,20 @@ import time
 
 import torch
 
-from rgbench.experiments.glonet import Data, TrainConfig, load_data, train
+from rgbench.config import build, default_config
+from rgbench.experiments.glonet import Data, GloNetRunConfig, load_data, train
 from rgbench.models.glonet import train_flops_per_sample
 from rgbench.runtime import describe_device, pick_device
 
-FULL_EPOCH = 55_000  # MNIST train split after the 5,000-image validation hold-out
+FULL_EPOCH = 55_000
+
+
+def run_config(**overrides) -> GloNetRunConfig:
+    """A GloNet run as the workflow hands it over (config.yaml's glonet section), with overrides."""
+    section = default_config()["glonet"]
+    keys = ("features", "epochs", "batch_size", "lr", "optimizer", "momentum", "train_limit", "test_limit")
+    return build(GloNetRunConfig, {**{key: section[key] for key in keys}, "grid": "main", "model": "GloNet",
+                                   "seed": 0, **overrides})  # MNIST train split after the 5,000-image validation hold-out
 
 
 def random_data(n_train: int, device: torch.device) -> Data:
@@ -58,13 +67,11 @@ def main() -> None:
     print(f"device {describe_device(device)}, torch {torch.__version__}, threads {torch.get_num_threads()}, "
           f"{n} samples/epoch, batch {args.batch_size}")
     for depth in args.depths:
-        config = TrainConfig(model="GloNet", depth=depth, features=args.features, epochs=args.epochs,
-                             batch_size=args.batch_size, lr=1e-3)
+        config = run_config(depth=depth, features=args.features, epochs=args.epochs, batch_size=args.batch_size)
         # One short untimed run first: kernel selection and allocator warm-up cost about
         # a CPU-second that would otherwise be charged to the first timed epoch.
         warm = Data(data.train_x[:512], data.train_y[:512], data.test_x[:256], data.test_y[:256])
-        train(TrainConfig(model="GloNet", depth=depth, features=args.features, epochs=1,
-                          batch_size=args.batch_size, lr=1e-3), warm, device)
+        train(run_config(depth=depth, features=args.features, epochs=1, batch_size=args.batch_size), warm, device)
         started, cpu_started = time.perf_counter(), time.process_time()
         result = train(config, data, device)
         if device.type == "cuda":

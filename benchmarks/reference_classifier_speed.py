@@ -21,7 +21,8 @@ import torch.nn.functional as F
 
 from rgbench.evaluation.reference import (ReferenceClassifier, ReferenceCNN, normalise, outlier_images,
                                           random_shift)
-from rgbench.experiments.reference_classifier import TrainConfig
+from rgbench.config import build, default_config
+from rgbench.experiments.reference_classifier import TRAIN_KEYS, ReferenceTrainConfig
 from rgbench.runtime import describe_device, pick_device
 
 FULL_EPOCH = 55_000
@@ -35,7 +36,8 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     device = pick_device(args.device)
-    cfg = TrainConfig()
+    section = default_config()["reference_classifier"]
+    cfg = build(ReferenceTrainConfig, {**{key: section[key] for key in TRAIN_KEYS}, "seed": 0})
     model = ReferenceCNN(cfg.model_config()).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     x = torch.randn(cfg.batch_size, 1, 28, 28, device=device)

@@ -7,4 +7,4 @@ from rgbench.job import snakemake_job  # noqa: E402
 from rgbench.results import aggregate_table  # noqa: E402
 
 with snakemake_job(snakemake, torch_threads=False) as job:  # noqa: F821
-    aggregate_table(job.input, job.output[0], required_columns=job.params.required_columns)
+    aggregate_table(job.input, job.output[0], required_columns=job.config["required_columns"])

@@ -1,5 +1,4 @@
-"""Join the claims registry (src/rgbench/claims/*.yaml) with the tables into tables/claims.csv."""
-import json
+"""Judge the published claims and the project's targets on the tables."""
 import sys
 from pathlib import Path
 
@@ -8,6 +7,7 @@ from rgbench.evaluation.claims import write_claims_table  # noqa: E402
 from rgbench.job import snakemake_job  # noqa: E402
 
 with snakemake_job(snakemake, torch_threads=False) as job:  # noqa: F821
-    enabled = json.loads(job.params.enabled)
-    write_claims_table(job.input.claims, json.loads(job.params.tables), enabled, job.params.preset,
-                       job.output[0], experiments=list(enabled))
+    settings = job.config
+    for kind in ("claims", "targets"):
+        write_claims_table(job.input[kind], settings["tables"], settings["enabled"], job.output[kind],
+                           preset=settings["preset"], experiments=list(settings["enabled"]))

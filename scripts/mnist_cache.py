@@ -7,4 +7,4 @@ from rgbench.data.mnist import build_cache  # noqa: E402
 from rgbench.job import snakemake_job  # noqa: E402
 
 with snakemake_job(snakemake, torch_threads=False) as job:  # noqa: F821
-    build_cache(Path(job.input[0]).parent, job.output[0], val_size=job.params.val_size, seed=job.params.seed)
+    build_cache(Path(job.input[0]).parent, job.output[0], val_size=job.config["val_size"], seed=job.config["split_seed"])

@@ -7,4 +7,4 @@ from rgbench.data.cache import build_discrete  # noqa: E402
 from rgbench.job import snakemake_job  # noqa: E402
 
 with snakemake_job(snakemake, torch_threads=False) as job:  # noqa: F821
-    build_discrete(job.input[0], job.output[0], edges=tuple(job.params.edges))
+    build_discrete(job.input[0], job.output[0], edges=tuple(job.config["discrete_edges"]))

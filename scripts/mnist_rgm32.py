@@ -7,5 +7,5 @@ from rgbench.data.cache import build_rgm32  # noqa: E402
 from rgbench.job import snakemake_job  # noqa: E402
 
 with snakemake_job(snakemake) as job:  # noqa: F821
-    build_rgm32(job.input[0], job.output[0], size=job.params.size,
-                smoothing_sigma=job.params.smoothing_sigma, equalise=job.params.equalise)
+    build_rgm32(job.input[0], job.output[0], size=job.config["size"], smoothing_sigma=job.config["smoothing_sigma"],
+                equalise=job.config["equalise"])

@@ -7,5 +7,5 @@ from rgbench.data.cache import build_subsets  # noqa: E402
 from rgbench.job import snakemake_job  # noqa: E402
 
 with snakemake_job(snakemake, torch_threads=False) as job:  # noqa: F821
-    build_subsets(job.input[0], job.output[0], exemplars_per_class=job.params.exemplars_per_class,
-                  balanced_size=job.params.balanced_size, seed=job.params.seed)
+    build_subsets(job.input[0], job.output[0], exemplars_per_class=job.config["exemplars_per_class"],
+                  balanced_size=job.config["balanced_subset_size"], seed=job.config["split_seed"])

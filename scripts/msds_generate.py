@@ -7,4 +7,4 @@ from rgbench.data.msds import generate_dataset  # noqa: E402
 from rgbench.job import snakemake_job  # noqa: E402
 
 with snakemake_job(snakemake, torch_threads=False) as job:  # noqa: F821
-    generate_dataset(job.wildcards.variant, job.params.n_train, job.params.n_test, job.params.seed, job.output[0])
+    generate_dataset(job.wildcards.variant, job.config["n_train"], job.config["n_test"], job.config["seed"], job.output[0])

@@ -1,5 +1,4 @@
-"""AIS test NLL, pseudo-log-likelihood, samples and mixing diagnostics of one Potts model."""
-import json
+"""Likelihood (AIS), pseudo-likelihood, samples and mixing diagnostics of one trained model."""
 import sys
 from pathlib import Path
 
@@ -8,5 +7,4 @@ from rgbench.experiments.potts_ebm import analyse_job  # noqa: E402
 from rgbench.job import snakemake_job  # noqa: E402
 
 with snakemake_job(snakemake) as job:  # noqa: F821
-    analyse_job(job.input.mnist, job.input.model, job.output.analysis, job.output.samples,
-                json.loads(job.params.analysis), int(job.wildcards.seed))
+    analyse_job(job.config, job.input.mnist, job.input.model, job.output.analysis, job.output.samples)

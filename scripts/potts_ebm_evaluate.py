@@ -1,15 +1,12 @@
 """Judge one Potts model's samples with the reference classifier; write its metrics.json."""
-import json
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(snakemake.scriptdir).parent / "src"))  # noqa: F821
-from rgbench.experiments.potts_ebm import evaluate_job, table_params  # noqa: E402
+from rgbench.experiments.potts_ebm import evaluate_job  # noqa: E402
 from rgbench.job import snakemake_job  # noqa: E402
 
 with snakemake_job(snakemake) as job:  # noqa: F821
-    model = job.wildcards.model
-    evaluate_job(job.input.model, job.input.analysis, job.input.samples, job.input.reference_model,
-                 job.input.reference_stats, job.output.metrics, f"model-{model}_seed-{job.wildcards.seed}",
-                 table_params(json.loads(job.params.section), model), int(job.wildcards.seed),
-                 device=job.params.device)
+    evaluate_job(job.config, job.input.mnist, job.input.model, job.input.analysis, job.input.samples,
+                 job.input.reference_model, job.input.reference_stats, job.output.metrics,
+                 run_id=job.wildcards.run_id, device=job.device)

@@ -1,5 +1,4 @@
-"""Train one Potts model (PCD) or fit the independent model; the checkpoint stays beside it."""
-import json
+"""Train one Potts / RBM energy-based model by PCD (or fit the independent model)."""
 import sys
 from pathlib import Path
 
@@ -8,6 +7,4 @@ from rgbench.experiments.potts_ebm import train_job  # noqa: E402
 from rgbench.job import snakemake_job  # noqa: E402
 
 with snakemake_job(snakemake) as job:  # noqa: F821
-    train_job(job.input[0], job.output.model, job.output.epochs, json.loads(job.params.section),
-              job.wildcards.model, int(job.wildcards.seed), device=job.params.device,
-              checkpoint_path=job.params.checkpoint)
+    train_job(job.config, job.input[0], job.output.model, job.output.epochs, device=job.device)

@@ -40,3 +40,29 @@ def mnist_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def mnist28(mnist_cache_dir: Path) -> Path:
     return mnist_cache_dir / "mnist28.npz"
+
+
+@pytest.fixture(scope="session")
+def smoke_workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A workflow directory in which the whole smoke DAG has run (results/ and .snakemake/
+    metadata), for tests that ask Snakemake what a change would rerun.
+
+    CI runs the smoke DAG in the checkout before pytest and points RGBENCH_SMOKE_WORKDIR
+    at it; without that variable the DAG runs here, in a copy (a few minutes).
+    """
+    import os
+    import subprocess
+    import sys
+
+    from helpers import copy_workflow
+
+    given = os.environ.get("RGBENCH_SMOKE_WORKDIR")
+    if given:
+        work = Path(given).resolve()
+        assert (work / "results" / "tables" / "claims.csv").exists(), f"{work} holds no finished smoke run"
+        return work
+    work = copy_workflow(tmp_path_factory.mktemp("smoke"))
+    run = subprocess.run([sys.executable, "-m", "snakemake", "--cores", "2", "--configfile", "config/smoke.yaml"],
+                         cwd=work, capture_output=True, text=True, timeout=1800)
+    assert run.returncode == 0, (run.stdout + run.stderr)[-5000:]
+    return work

@@ -34,3 +34,20 @@ def copy_workflow(tmp_path: Path) -> Path:
         else:
             shutil.copy2(source, target)
     return work
+
+
+def default_config() -> dict:
+    """config.yaml: the one home of every default (tests build their settings from it)."""
+    from rgbench.config import default_config as load
+
+    return load()
+
+
+def merged(base: dict, overrides: dict) -> dict:
+    """``base`` with ``overrides`` merged in the way Snakemake merges a --configfile:
+    mappings key by key, everything else (lists included) replaced whole."""
+    out = dict(base)
+    for key, value in overrides.items():
+        out[key] = merged(out.get(key, {}), value) if isinstance(value, dict) and isinstance(out.get(key), dict) \
+            else value
+    return out

@@ -12,8 +12,8 @@ import pandas as pd
 import pytest
 
 from helpers import tiny_png
-from rgbench.report.browser import WebDriver, check_page, find_chromium, headless_chromium
-from rgbench.report.summary import build_summary_page
+from rgbench.summary.browser import WebDriver, check_page, find_chromium, headless_chromium
+from rgbench.summary.summary import build_summary_page
 
 
 pytestmark = [

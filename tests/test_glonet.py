@@ -11,13 +11,15 @@ import numpy as np
 import pytest
 import torch
 
+from helpers import default_config, merged
+from rgbench.config import ConfigError, build
 from rgbench.experiments.glonet import (
     Data,
-    TrainConfig,
+    GloNetRunConfig,
     best_exit_k,
     layer_statistics,
     layers_for_fraction,
-    run_job,
+    train_job,
     train,
 )
 from rgbench.models.glonet import (
@@ -134,9 +136,11 @@ def test_bad_configs_fail_clearly() -> None:
     with pytest.raises(ValueError, match="model"):
         DepthNetConfig(model="ResNet")
     with pytest.raises(ValueError, match="optimizer"):
-        TrainConfig(optimizer="rmsprop")
+        small_config(optimizer="rmsprop")
     with pytest.raises(ValueError, match="lr"):
-        TrainConfig(lr=0.0)
+        small_config(lr=0.0)
+    with pytest.raises(ConfigError, match="missing value"):
+        build(GloNetRunConfig, {"model": "GloNet"})
 
 
 def test_usage_summaries() -> None:
@@ -160,10 +164,14 @@ def test_layer_statistics_on_hand_set_net() -> None:
 
 # --- training ------------------------------------------------------------------------
 
-def small_config(**overrides) -> TrainConfig:
-    values = dict(model="GloNet", depth=4, features=16, epochs=2, batch_size=32, lr=0.01, seed=3)
+def small_config(**overrides) -> GloNetRunConfig:
+    """A run's hand-off as the workflow builds it (config.yaml's glonet section), made small."""
+    section = default_config()["glonet"]
+    values = {key: section[key] for key in ("features", "epochs", "batch_size", "lr", "optimizer", "momentum",
+                                            "train_limit", "test_limit")}
+    values.update(grid="main", model="GloNet", depth=4, features=16, epochs=2, batch_size=32, lr=0.01, seed=3)
     values.update(overrides)
-    return TrainConfig(**values)
+    return build(GloNetRunConfig, values)
 
 
 def test_training_learns_and_records_curves() -> None:
@@ -233,7 +241,7 @@ def test_resume_after_a_kill_reaches_the_same_result(tmp_path: Path, monkeypatch
 # --- the job and its figures ---------------------------------------------------------
 
 def test_run_job_outputs_table_and_figures(mnist28: Path, tmp_path: Path) -> None:
-    from rgbench.plotting.glonet import draw_all
+    from rgbench.plotting.glonet import figures_job
     from rgbench.results import aggregate_table
 
     metrics, arrays = [], []
@@ -241,13 +249,13 @@ def test_run_job_outputs_table_and_figures(mnist28: Path, tmp_path: Path) -> Non
     for model, depth, extra in runs:
         run_id = f"model-{model}_depth-{depth}_seed-0"
         run_dir = tmp_path / "runs" / run_id
-        config = TrainConfig(model=model, depth=depth, features=16, epochs=1, batch_size=128,
-                             train_limit=400, test_limit=200, **extra)
-        record = run_job(mnist28, run_dir / "metrics.json", run_dir / "arrays.npz", run_id, config, device="cpu")
+        config = small_config(model=model, depth=depth, features=16, epochs=1, batch_size=128,
+                              train_limit=400, test_limit=200, seed=0, **extra)
+        record = train_job(config, mnist28, run_dir / "metrics.json", run_dir / "arrays.npz", run_id, device="cpu")
         assert not (run_dir / "checkpoint.pt").exists()
         metrics.append(run_dir / "metrics.json")
         arrays.append(run_dir / "arrays.npz")
-        assert record["metrics"]["n_train"] == 400 and record["metrics"]["n_test"] == 200
+        assert record["provenance"]["n_train"] == 400 and record["provenance"]["n_test"] == 200
     on_disk = json.loads(metrics[0].read_text())
     assert on_disk["extra"]["curves"]["epoch"] == [1]
     assert len(on_disk["extra"]["early_exit_accuracy"]) == 2
@@ -263,7 +271,7 @@ def test_run_job_outputs_table_and_figures(mnist28: Path, tmp_path: Path) -> Non
 
     outputs = {name: tmp_path / f"{name}.png" for name in
                ("accuracy_vs_depth", "learning_curves", "layer_usage", "early_exit")}
-    draw_all(tmp_path / "glonet.csv", arrays, outputs)
+    figures_job({"dpi": 80}, tmp_path / "glonet.csv", arrays, outputs)
     for path in outputs.values():
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -273,8 +281,10 @@ def test_schema_accepts_presets_and_rejects_typos(repo_root: Path) -> None:
     import yaml
 
     schema = yaml.safe_load((repo_root / "workflow/schemas/glonet.schema.yaml").read_text())
-    for preset in ("config.yaml", "config/smoke.yaml", "config/paper.yaml"):
-        jsonschema.validate(yaml.safe_load((repo_root / preset).read_text())["glonet"], schema)
+    base = default_config()
+    for overlay in ("config/smoke.yaml", "config/paper.yaml", None):
+        section = merged(base, yaml.safe_load((repo_root / overlay).read_text()) if overlay else {})["glonet"]
+        jsonschema.validate(section, schema)
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate({"enabled": True, "depth": [6]}, schema)
     with pytest.raises(jsonschema.ValidationError):

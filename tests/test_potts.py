@@ -175,7 +175,7 @@ def test_pcd_runs_k_sweeps_with_current_parameters():
     optimizer.step()
     assert not torch.equal(before, model.bias.detach())
     with pytest.raises(ValueError):
-        PCDConfig(sweeps=0)
+        PCDConfig(epochs=1, batch_size=10, lr=0.01, chains=10, sweeps=0, persistent=True)
 
 
 def test_cd_restarts_from_the_data():

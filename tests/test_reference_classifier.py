@@ -14,17 +14,19 @@ from rgbench.data.preprocess import resize
 from rgbench.evaluation.quality import conditional_recognition, load_reference_stats, sample_quality
 from rgbench.evaluation.reference import (ChecksumError, load_reference_classifier, outlier_images, random_shift,
                                           to_input)
-from rgbench.experiments.reference_classifier import independent_pixel_samples, train_reference_classifier
+from helpers import default_config
+from rgbench.experiments.reference_classifier import TRAIN_KEYS, independent_pixel_samples, train_job
 from rgbench.io import read_json
 
 # A few seconds of training on the 1,400-image subset: about 97% test accuracy.
-SECTION = {"seed": 0, "epochs": 6, "batch_size": 32, "lr": 0.003, "channels1": 8, "channels2": 16,
+SECTION = {**{key: default_config()["reference_classifier"][key] for key in TRAIN_KEYS},
+           "seed": 0, "epochs": 6, "batch_size": 32, "lr": 0.003, "channels1": 8, "channels2": 16,
            "hidden": 32, "dropout": 0.0, "fid_samples": 300}
 
 
 def _train(mnist28: Path, out: Path, **changes) -> dict:
-    return train_reference_classifier(mnist28, out / "model.pt", out / "reference_stats.npz", out / "metrics.json",
-                                      {**SECTION, **changes}, device="cpu", preset="smoke")
+    return train_job({**SECTION, **changes}, mnist28, out / "model.pt", out / "reference_stats.npz",
+                     out / "metrics.json", run_id="seed-0", device="cpu")
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +51,7 @@ def test_split(mnist28: Path):
 def test_training_job_writes_contract_outputs(trained: Path):
     record = read_json(trained / "metrics.json")
     metrics = record["metrics"]
-    assert record["experiment"] == "reference_classifier" and record["run_id"] == "main"
+    assert record["experiment"] == "reference_classifier" and record["run_id"] == "seed-0"
     assert 0.9 <= metrics["test_accuracy"] <= 1.0
     assert metrics["train_seconds"] > 0
     assert len(record["extra"]["history"]) == SECTION["epochs"]

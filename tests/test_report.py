@@ -13,10 +13,10 @@ import pandas as pd
 import pytest
 
 from helpers import tiny_png
-from rgbench.report.costs import collect_costs, read_benchmark, stage_of_rule, write_costs
-from rgbench.report.rulegraph import drop_rules, layered_svg, layers, parse_dot, recolour_dot, render_svg
-from rgbench.report.patterns import fill, wildcard_regex
-from rgbench.report.summary import build_summary_page, caption_reading, find_caption, format_cell, write_table_page
+from rgbench.summary.costs import collect_costs, read_benchmark, stage_of_rule, write_costs
+from rgbench.summary.rulegraph import drop_rules, layered_svg, layers, parse_dot, recolour_dot, render_svg
+from rgbench.summary.patterns import fill, wildcard_regex
+from rgbench.summary.summary import build_summary_page, caption_reading, find_caption, format_cell, write_table_page
 
 BENCH_HEADER = "s\th:m:s\tmax_rss\tmax_vms\tmax_uss\tmax_pss\tio_in\tio_out\tmean_load\tcpu_time\n"
 

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from rgbench.io import atomic_path, load_npz, save_npz_atomic, write_json_atomic
-from rgbench.results import REQUIRED_FIELDS, aggregate_table, params_fingerprint, write_metrics
+from rgbench.results import REQUIRED_FIELDS, aggregate_table, params_fingerprint, provenance, write_metrics
 from rgbench.runtime import pick_device, seed_everything
 from rgbench.training import TensorBatches, epoch_permutation, fit
 
@@ -39,6 +39,8 @@ def test_metrics_json_has_contract_fields_and_table_joins(tmp_path: Path) -> Non
         write_metrics(tmp_path / f"runs/exp/run{seed}/metrics.json", experiment="exp", run_id=f"run{seed}",
                       params={"depth": 6, "model": "MLP", "curve": [1, 2]}, seed=seed,
                       metrics={"test_accuracy": accuracy}, wall_seconds=1.5, device="cpu",
+                      provenance=provenance(n_train=100, n_val=10, n_test=20, data_sha256="abc", n_params=7,
+                                            epochs_run=2),
                       extra={"history": [0.1, 0.2]})
     record = json.loads((tmp_path / "runs/exp/run0/metrics.json").read_text())
     assert set(REQUIRED_FIELDS) <= set(record)
@@ -48,6 +50,9 @@ def test_metrics_json_has_contract_fields_and_table_joins(tmp_path: Path) -> Non
     assert table["test_accuracy"].tolist() == [0.9, 0.8]
     assert "curve" not in table.columns  # lists stay in the JSON
     assert pd.read_csv(tmp_path / "t.csv")["seed"].tolist() == [0, 1]
+    # provenance becomes columns: what the run actually used
+    assert table[["n_train", "n_val", "n_test", "data_sha256", "n_params", "epochs_run"]].iloc[0].tolist() == \
+        [100, 10, 20, "abc", 7, 2]
     with pytest.raises(ValueError, match="missing_column"):
         aggregate_table(sorted(tmp_path.glob("runs/exp/*/metrics.json")), tmp_path / "u.csv",
                         required_columns=["missing_column"])
@@ -132,3 +137,14 @@ def test_tensor_batches_cover_every_row_once() -> None:
     seen = torch.cat([b[0] for b in batches])
     assert sorted(seen.tolist()) == list(range(10))
     assert len(TensorBatches((x,), 4, drop_last=True)) == 2
+
+
+def test_provenance_is_required_and_may_not_shadow_a_parameter(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="provenance"):
+        write_metrics(tmp_path / "m.json", experiment="exp", run_id="r", params={}, seed=0, metrics={},
+                      wall_seconds=1.0, device="cpu", provenance={"n_train": 1})
+    write_metrics(tmp_path / "m.json", experiment="exp", run_id="r", params={"n_train": 5}, seed=0, metrics={},
+                  wall_seconds=1.0, device="cpu",
+                  provenance=provenance(n_train=1, n_val=0, n_test=0, data_sha256="x", n_params=None))
+    with pytest.raises(ValueError, match="n_train"):
+        aggregate_table([tmp_path / "m.json"], tmp_path / "t.csv")

@@ -132,27 +132,28 @@ def test_bpd_of_identity_flow_on_known_input() -> None:
 
 
 def test_training_resume_is_exact(tmp_path) -> None:
-    from rgbench.experiments.rgflow import train_run
+    from rgbench.experiments.rgflow import train_job
     from rgbench.io import save_npz_atomic
 
     rng = np.random.default_rng(0)
     save_npz_atomic(tmp_path / "d.npz", train_images=rng.integers(0, 256, (16, 32, 32, 3), dtype=np.uint8),
                     test_images=rng.integers(0, 256, (4, 32, 32, 3), dtype=np.uint8))
-    section = {"label": "test", "model": {"couplings": [1], "hidden": 8, "res_blocks": 1, "mlp_layers": 1},
+    section = {"dataset": "msds1", "prior": "laplace", "label": "test",
+               "model": {"couplings": [1], "hidden": 8, "res_blocks": 1, "mlp_layers": 1},
                "train": {"epochs": 2, "steps_per_epoch": 2, "batch_size": 8, "lr": 1e-3, "weight_decay": 0.0,
                          "grad_clip": 1.0, "seed": 0, "val_images": 2, "samples_per_epoch": 2}}
-    train_run(tmp_path / "d.npz", "msds1", "laplace", section, tmp_path / "full.pt", tmp_path / "ck_full.pt",
-              device_pref="cpu")
+    for name in ("full", "half", "resumed"):
+        (tmp_path / name).mkdir()
+    train_job(section, tmp_path / "d.npz", tmp_path / "full" / "model.pt", device="cpu")
     one = {**section, "train": {**section["train"], "epochs": 1}}
-    train_run(tmp_path / "d.npz", "msds1", "laplace", one, tmp_path / "half.pt", tmp_path / "ck.pt", "cpu")
-    # The same fingerprint is required to resume: rewrite the epoch-1 checkpoint's fingerprint.
-    ck = torch.load(tmp_path / "ck.pt", weights_only=False)
-    ck_full = torch.load(tmp_path / "ck_full.pt", weights_only=False)
-    ck["fingerprint"] = ck_full["fingerprint"]
-    torch.save(ck, tmp_path / "ck.pt")
-    train_run(tmp_path / "d.npz", "msds1", "laplace", section, tmp_path / "resumed.pt", tmp_path / "ck.pt", "cpu")
-    full = torch.load(tmp_path / "full.pt", weights_only=False)
-    resumed = torch.load(tmp_path / "resumed.pt", weights_only=False)
+    train_job(one, tmp_path / "d.npz", tmp_path / "half" / "model.pt", device="cpu")
+    # The same fingerprint is required to resume: give the epoch-1 checkpoint the full run's.
+    ck = torch.load(tmp_path / "half" / "checkpoint.pt", weights_only=False)
+    ck["fingerprint"] = torch.load(tmp_path / "full" / "checkpoint.pt", weights_only=False)["fingerprint"]
+    torch.save(ck, tmp_path / "resumed" / "checkpoint.pt")
+    train_job(section, tmp_path / "d.npz", tmp_path / "resumed" / "model.pt", device="cpu")
+    full = torch.load(tmp_path / "full" / "model.pt", weights_only=False)
+    resumed = torch.load(tmp_path / "resumed" / "model.pt", weights_only=False)
     for key, value in full["model"].items():
         assert torch.equal(value, resumed["model"][key]), key
     assert [h["train_loss"] for h in full["history"]] == [h["train_loss"] for h in resumed["history"]]

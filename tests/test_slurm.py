@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from helpers import copy_workflow
+from helpers import copy_workflow, default_config, merged
 
 ROOT = Path(__file__).resolve().parents[1]
 PROFILES = ROOT / "profiles"
@@ -50,9 +50,9 @@ def rule_families() -> dict[str, str]:
     return families
 
 
-def gpu_partition_rules(profile: dict) -> set[str]:
-    return {rule for rule, res in (profile.get("set-resources") or {}).items()
-            if "gpu" in str(res.get("slurm_partition", "")).lower()}
+def gpu_family_rules() -> set[str]:
+    """The rules whose code can use a GPU: the only ones that may ask for one."""
+    return {rule for rule, family in rule_families().items() if family in GPU_FAMILIES}
 
 
 # --- profiles (no cluster needed) -------------------------------------------------
@@ -90,16 +90,13 @@ def test_slurm_profile_has_marked_placeholders_retries_and_latency_wait():
         assert not {"mem_mb", "runtime", "gpu"} & set(res), f"set-resources {rule} overrides config sizes"
 
 
-def test_slurm_profile_sends_exactly_the_gpu_family_rules_to_the_gpu_partition():
+def test_gpu_allocations_are_said_in_one_place():
+    """Which rules may hold a GPU is their family (rule files); how many GPUs and which
+    partition is the config's resources block. The profile names no rule."""
     families = rule_families()
     assert families.get("reference_classifier_train") == "train"
-    wanted = {rule for rule, family in families.items() if family in GPU_FAMILIES}
-    listed = set((load_profile("slurm").get("set-resources") or {}))
-    unknown = listed - set(families)
-    assert not unknown, f"profiles/slurm set-resources names rules that do not exist: {sorted(unknown)}"
-    routed = gpu_partition_rules(load_profile("slurm"))
-    assert routed == wanted, (f"missing from the GPU partition: {sorted(wanted - routed)}; "
-                              f"there but not train/evaluate: {sorted(routed - wanted)}")
+    assert families.get("rgm_train") == "cpu" and families.get("sampler_bench_run") == "cpu"
+    assert not load_profile("slurm").get("set-resources"), "profiles/slurm routes rules itself"
 
 
 def test_profiles_are_valid_snakemake_options(tmp_path):
@@ -137,7 +134,9 @@ def dry_run_jobs(config_file: str, tmp_path: Path) -> list[dict]:
 
 @pytest.mark.parametrize("config_file", ["config/paper.yaml", "config.yaml"])
 def test_every_job_takes_threads_memory_runtime_and_gpus_from_its_family(config_file, tmp_path):
-    sizes = yaml.safe_load((ROOT / config_file).read_text())["resources"]
+    sizes = default_config()["resources"]
+    if config_file != "config.yaml":
+        sizes = merged({"resources": sizes}, yaml.safe_load((ROOT / config_file).read_text()))["resources"]
     families = rule_families()
     jobs = [job for job in dry_run_jobs(config_file, tmp_path) if job["rule"] in families]
     assert {job["rule"] for job in jobs} >= {"reference_classifier_train", "mnist_cache"}
@@ -145,11 +144,12 @@ def test_every_job_takes_threads_memory_runtime_and_gpus_from_its_family(config_
     for job in jobs:
         want = sizes[families[job["rule"]]]
         got = {"threads": job["threads"], "mem_mb": int(job["mem_mb"]), "runtime": int(job["runtime"]),
-               "gpu": int(job["gpu"])}
+               "gpu": int(job.get("gpu", 0)), "partition": job.get("slurm_partition")}
+        want = {**want, "gpu": want.get("gpu", 0)}
         wrong |= {f"{job['rule']} ({families[job['rule']]}): {key}={got[key]}, config says {want[key]}"
                   for key in got if got[key] != want[key]}
     assert not wrong, "\n".join(sorted(wrong))
-    gpu_rules = {job["rule"] for job in jobs if int(job["gpu"]) > 0}
+    gpu_rules = {job["rule"] for job in jobs if int(job.get("gpu", 0)) > 0}
     if "paper" in config_file:
         # One GPU per training and evaluation job, none for the rest.
         assert gpu_rules == {r for r in {job["rule"] for job in jobs} if families[r] in GPU_FAMILIES}
@@ -194,9 +194,6 @@ def cluster_profile(tmp_path: Path) -> Path:
     # No accounting database here: an account cannot be validated, so give none.
     del defaults["slurm_account"]
     defaults["slurm_partition"] = "cpu"
-    for res in profile.get("set-resources", {}).values():
-        if PLACEHOLDER in str(res.get("slurm_partition", "")):
-            res["slurm_partition"] = "gpu"
     # Without slurmdbd the default status command (sacct) never sees the jobs.
     profile["slurm-status-command"] = "squeue"
     profile["slurm-init-seconds-before-status-checks"] = 2
@@ -214,10 +211,8 @@ def cluster_profile(tmp_path: Path) -> Path:
 
 
 def gpu_overlay(tmp_path: Path) -> Path:
-    """The smoke preset's resources, with one GPU per train / evaluate job (as in paper)."""
-    resources = yaml.safe_load((ROOT / "config" / "smoke.yaml").read_text())["resources"]
-    for family in GPU_FAMILIES:
-        resources[family]["gpu"] = 1
+    """One GPU per train / evaluate job in this cluster's gpu partition (as the paper preset asks)."""
+    resources = {family: {"gpu": 1, "partition": "gpu"} for family in GPU_FAMILIES}
     path = tmp_path / "gpu.yaml"
     path.write_text(yaml.safe_dump({"resources": resources}))
     return path
@@ -264,10 +259,10 @@ def test_smoke_dag_runs_on_slurm_with_a_gpu_per_training_job(slurm_cluster, tmp_
     log = log_path.read_text()
     assert run.returncode == 0, log[-6000:]
 
-    assert (results / "runs" / "reference_classifier" / "main" / "metrics.json").exists()
+    assert (results / "runs" / "reference_classifier" / "seed-0" / "metrics.json").exists()
     calls = sbatch_calls(log)
     assert calls, "no job was submitted with sbatch"
-    gpu_rules = gpu_partition_rules(load_profile("slurm"))
+    gpu_rules = gpu_family_rules()
     submitted_gpu = set(calls) & gpu_rules
     assert "reference_classifier_train" in submitted_gpu
     for rule, flag_list in calls.items():

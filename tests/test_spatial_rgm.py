@@ -11,6 +11,7 @@ import pytest
 import torch
 import torch.nn as nn
 
+from helpers import default_config
 from rgbench.models.spatial_rgm import (
     SpatialRGM,
     SpatialRGMConfig,
@@ -27,6 +28,20 @@ from rgbench.models.spatial_rgm import (
 CODES = 32
 
 
+def model_config(**overrides) -> SpatialRGMConfig:
+    """The model config as the workflow builds it from config.yaml, with ``overrides``."""
+    section = default_config()["spatial_rgm"]
+    return SpatialRGMConfig(**{**section["model"], **section["loss"], **section["gumbel"], **overrides})
+
+
+def run_settings(epochs: int, seed: int, train_limit: int = 256) -> dict:
+    """A training job's hand-off (as spatial_rgm_functions.smk builds it), made small."""
+    section = default_config()["spatial_rgm"]
+    return {"epochs": epochs, "seed": seed, "train_limit": train_limit,
+            "train": {**section["train"], "batch_size": 64, "lr": 0.002},
+            "model": section["model"], "loss": section["loss"], "gumbel": section["gumbel"]}
+
+
 @pytest.fixture(scope="module", autouse=True)
 def one_thread():
     """The jobs run single-threaded (rule threads: 1); tiny tests are also faster that way."""
@@ -39,7 +54,7 @@ def one_thread():
 @pytest.fixture(scope="module")
 def model() -> SpatialRGM:
     torch.manual_seed(0)
-    return SpatialRGM(SpatialRGMConfig()).eval()
+    return SpatialRGM(model_config()).eval()
 
 
 @pytest.fixture(scope="module")
@@ -73,15 +88,15 @@ def test_shapes_and_parameter_count(model: SpatialRGM) -> None:
 
 def test_config_rejects_bad_values() -> None:
     with pytest.raises(ValueError, match="codes"):
-        SpatialRGMConfig(codes=1)
+        model_config(codes=1)
     with pytest.raises(ValueError, match="temperature"):
-        SpatialRGMConfig(tau_start=0.0)
+        model_config(tau_start=0.0)
     with pytest.raises(ValueError, match="kl_weight"):
-        SpatialRGMConfig(kl_weight=-1.0)
+        model_config(kl_weight=-1.0)
 
 
 def test_tau_schedule_is_geometric() -> None:
-    config = SpatialRGMConfig(tau_start=1.0, tau_end=0.25)
+    config = model_config(tau_start=1.0, tau_end=0.25)
     assert tau_at(config, 0.0) == pytest.approx(1.0)
     assert tau_at(config, 0.5) == pytest.approx(0.5)
     assert tau_at(config, 1.0) == pytest.approx(0.25)
@@ -111,7 +126,7 @@ def test_hard_codes_are_one_hot_argmax(model: SpatialRGM) -> None:
 def test_soft_codes_are_relaxed_and_straight_through_is_hard() -> None:
     torch.manual_seed(1)
     logits = torch.randn(2, CODES, 7, 7, requires_grad=True)
-    m = SpatialRGM(SpatialRGMConfig())
+    m = SpatialRGM(model_config())
     soft = m.sample_z1(logits, tau=1.0, hard=False)
     assert torch.allclose(soft.sum(1), torch.ones(2, 7, 7), atol=1e-5)
     assert float(soft.max(1).values.min()) < 0.999  # relaxed, not one-hot
@@ -225,22 +240,19 @@ def test_pairwise_l1_exact() -> None:
 
 
 # --- training and evaluation jobs ------------------------------------------------------------------
-SECTION = {"train": {"batch_size": 64, "lr": 0.002, "limit_train": 256}, "gumbel": {"tau_end": 0.5}}
-
-
 def test_training_is_reproducible(tmp_path: Path, mnist_small: Path) -> None:
-    from rgbench.experiments.spatial_rgm import load_model, train
+    from rgbench.experiments.spatial_rgm import load_model, train_job
 
     records = []
     for name in ("a", "b"):
-        records.append(train(mnist_small, tmp_path / name / "model.pt", tmp_path / name / "train.json", SECTION,
-                             epochs=1, seed=3, device_preference="cpu"))
+        records.append(train_job(run_settings(epochs=1, seed=3), mnist_small, tmp_path / name / "model.pt",
+                                 tmp_path / name / "train.json", device="cpu"))
     a, b = (load_model(tmp_path / name / "model.pt").state_dict() for name in ("a", "b"))
     assert all(torch.equal(a[key], b[key]) for key in a)
     assert records[0]["history"][0]["train_loss"] == records[1]["history"][0]["train_loss"]
     assert records[0]["parameters"] == 273_003 and records[0]["n_train"] == 256
-    other = train(mnist_small, tmp_path / "c" / "model.pt", tmp_path / "c" / "train.json", SECTION,
-                  epochs=1, seed=4, device_preference="cpu")
+    other = train_job(run_settings(epochs=1, seed=4), mnist_small, tmp_path / "c" / "model.pt",
+                      tmp_path / "c" / "train.json", device="cpu")
     assert other["history"][0]["train_loss"] != records[0]["history"][0]["train_loss"]
     assert json.loads((tmp_path / "a" / "train.json").read_text())["epochs"] == 1
 
@@ -250,13 +262,13 @@ def test_evaluation_job_end_to_end(tmp_path: Path, mnist_small: Path) -> None:
     own classifier comes from another rule)."""
     from rgbench.data.mnist import load_splits
     from rgbench.evaluation.reference import ReferenceCNN, ReferenceConfig, save_reference_classifier
-    from rgbench.experiments.spatial_rgm import evaluate, train
+    from rgbench.experiments.spatial_rgm import evaluate_job, train_job
     from rgbench.io import load_npz
     from rgbench.plotting.spatial_rgm import FIGURES
 
     torch.manual_seed(0)
     splits = load_splits(mnist_small)
-    clf = ReferenceCNN(ReferenceConfig(channels1=4, channels2=8, hidden=16))
+    clf = ReferenceCNN(ReferenceConfig(channels1=4, channels2=8, hidden=16, dropout=0.0))
     optimizer = torch.optim.Adam(clf.parameters(), lr=3e-3)
     x = (torch.from_numpy(splits.train_images).float() / 255 - 0.1307).unsqueeze(1) / 0.3081
     y = torch.from_numpy(splits.train_labels.astype(np.int64))
@@ -267,13 +279,14 @@ def test_evaluation_job_end_to_end(tmp_path: Path, mnist_small: Path) -> None:
     clf.eval()
     save_reference_classifier(clf, tmp_path / "reference.pt")
 
-    train(mnist_small, tmp_path / "run" / "model.pt", tmp_path / "run" / "train.json", SECTION, epochs=1, seed=0,
-          device_preference="cpu")
-    section = {"evaluation": {"samples_per_digit": 6, "locality_images": 1, "locality_alternatives": 2,
-                              "global_images": 30, "figure_examples": 2, "figure_samples": 3, "limit_test": 200}}
-    metrics = evaluate(tmp_path / "run" / "model.pt", tmp_path / "run" / "train.json", mnist_small,
-                       tmp_path / "reference.pt", tmp_path / "run" / "metrics.json", tmp_path / "run" / "arrays.npz",
-                       section, device_preference="cpu")
+    train_job(run_settings(epochs=1, seed=0), mnist_small, tmp_path / "run" / "model.pt",
+              tmp_path / "run" / "train.json", device="cpu")
+    evaluation = {**default_config()["spatial_rgm"]["evaluation"], "samples_per_digit": 6, "locality_images": 1,
+                  "locality_alternatives": 2, "global_images": 30, "figure_examples": 2, "figure_samples": 3}
+    metrics = evaluate_job({"test_limit": 200, "evaluation": evaluation}, tmp_path / "run" / "model.pt",
+                           tmp_path / "run" / "train.json", mnist_small, tmp_path / "reference.pt",
+                           tmp_path / "run" / "metrics.json", tmp_path / "run" / "arrays.npz",
+                           run_id="epochs-1_seed-0", device="cpu")
     record = json.loads((tmp_path / "run" / "metrics.json").read_text())
     for column in ("epochs", "test_accuracy", "recon_mse", "locality", "conditional_recognition", "diversity",
                    "global_switch_share", "seconds_per_epoch"):
@@ -285,7 +298,7 @@ def test_evaluation_job_end_to_end(tmp_path: Path, mnist_small: Path) -> None:
     assert metrics["locality"] == pytest.approx(1.0, abs=1e-12)
     # window sides 7, 10, 10, 10, 10, 10, 7 pixels (clipped at the borders)
     assert metrics["locality_window_area"] == pytest.approx((64 / 7) ** 2 / 784, rel=1e-9)
-    assert metrics["n_test"] == 200 and metrics["recon_mse"] > 0
+    assert record["provenance"]["n_test"] == 200 and metrics["recon_mse"] > 0
     sweep = record["extra"]["prior_temperature_sweep"]
     assert set(sweep) == {"1.0", "0.7", "0.5", "0.3"}
     assert all(0.0 <= entry["conditional_recognition"] <= 1.0 for entry in sweep.values())

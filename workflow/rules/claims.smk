@@ -1,28 +1,31 @@
-# Claims: every src/rgbench/claims/*.yaml joined with the experiment tables into
-# tables/claims.csv (verdicts reproduced / not_reproduced / not_run).
+# Claims: every src/rgbench/claims/*.yaml (published claims) and src/rgbench/targets/*.yaml
+# (the project's own targets) judged on the experiment tables: tables/claims.csv and
+# tables/targets.csv (verdicts reproduced / not_reproduced / inconclusive / not_run).
+
 
 include: "claims_functions.smk"
-from pathlib import Path as _ClaimsPath
-
-CLAIMS_DIR = _ClaimsPath(workflow.basedir) / "src" / "rgbench" / "claims"
 
 
 rule claims:
     input:
-        claims=lambda wildcards: claims_files(),
+        claims=lambda wildcards: claim_files("claims"),
+        targets=lambda wildcards: claim_files("targets"),
         tables=lambda wildcards: list(claims_tables().values()),
     output:
-        R("tables/claims.csv"),
-    params:
-        tables=lambda wildcards: as_json(claims_tables()),
-        enabled=as_json({name: enabled(name) for name in EXPERIMENTS}),
-        preset=config["preset"],
+        claims=R("tables/claims.csv"),
+        targets=R("tables/targets.csv"),
     log:
         LOG("claims"),
+    conda:
+        "../../envs/data.yaml"
     threads: 1
     resources:
         **family_resources("report"),
-    conda:
-        "../../envs/data.yaml"
+    params:
+        config=lambda wildcards: {
+            "tables": claims_tables(),
+            "enabled": {name: enabled(name) for name in EXPERIMENTS},
+            "preset": config["preset"],
+        },
     script:
         "../../scripts/claims_table.py"

@@ -1,8 +1,17 @@
-# Helper functions of claims.smk (kept apart: snakemake --lint wants no defs beside rules).
+# Definitions of the claims stage (kept apart from its rules: snakemake --lint wants no
+# defs beside rules). Self-contained: everything claims.smk uses is defined here.
 
-def claims_files():
-    """The claims files, globbed when the DAG is built (so a new file is picked up)."""
-    return sorted(str(path) for path in CLAIMS_DIR.glob("*.yaml"))
+# Published claims (papers, seed documents, official repositories) and the project's own
+# targets, in the same format, judged into two separate tables.
+CLAIM_SETS = {
+    "claims": Path(workflow.basedir) / "src" / "rgbench" / "claims",
+    "targets": Path(workflow.basedir) / "src" / "rgbench" / "targets",
+}
+
+
+def claim_files(kind):
+    """The entry files of a set, globbed when the DAG is built (a new file is picked up)."""
+    return sorted(str(path) for path in CLAIM_SETS[kind].glob("*.yaml"))
 
 
 def claims_tables():
@@ -11,6 +20,4 @@ def claims_tables():
 
 
 def claims_targets():
-    return [R("tables/claims.csv")]
-
-
+    return [R("tables/claims.csv"), R("tables/targets.csv")]

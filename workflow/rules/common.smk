@@ -1,11 +1,12 @@
-# Helpers shared by every stage: paths, resources, and the experiment registry.
-import json
+# Helpers shared by every stage: paths, the one config hand-off, run ids, resources and
+# the experiment registry. Only definitions live here; rules live in the stage files.
+import re
 from pathlib import Path
 
 RESULTS = config["results_dir"].rstrip("/")
 
-# experiment name -> {"runs": fn() -> metrics.json paths, "targets": fn() -> files,
-#                     "figures": fn() -> figure files, "required_columns": [...]}
+# experiment name -> {"runs": fn() -> metrics.json paths, "required_columns": [...],
+#                     "figures": fn() -> figure files, "extra_targets": fn() -> files}
 EXPERIMENTS = {}
 
 
@@ -24,6 +25,45 @@ def BENCH(rule_name, *parts):
 
 def enabled(section):
     return bool(config.get(section, {}).get("enabled", False))
+
+
+def canonical(value):
+    """A config value with every mapping's keys sorted, so that Snakemake (which compares
+    params by their repr) sees two equal settings as equal whatever their key order."""
+    if isinstance(value, dict):
+        return {key: canonical(value[key]) for key in sorted(value)}
+    if isinstance(value, (list, tuple)):
+        return [canonical(item) for item in value]
+    return value
+
+
+def settings(section, *keys, **extra):
+    """The one config hand-off of a job (`params: config=...`): exactly the keys that
+    decide its outputs, so editing any other key never reruns it.
+
+    ``section`` is a config section name or a mapping; ``extra`` adds derived values.
+    """
+    block = config[section] if isinstance(section, str) else section
+    missing = [key for key in keys if key not in block]
+    if missing:
+        raise KeyError(f"config section {section!r} has no keys {missing}")
+    return canonical({**{key: block[key] for key in keys}, **extra})
+
+
+def figure_settings(**extra):
+    """The hand-off of a figure rule: the shared `figures` settings plus what this
+    figure alone reads (``extra``: figure-only keys, the runs it shows)."""
+    return canonical({**config["figures"], **extra})
+
+
+def run_id(**params):
+    """A readable run directory name from parameters, e.g. model-GloNet_depth-6_seed-0."""
+    return "_".join(f"{key}-{value}" for key, value in params.items())
+
+
+def one_of(names):
+    """A wildcard constraint that matches exactly these names (never an empty regex)."""
+    return "|".join(re.escape(str(name)) for name in names) or "no-such-run"
 
 
 def register_experiment(name, runs, required_columns, figures=lambda: [], extra_targets=lambda: []):
@@ -55,40 +95,33 @@ def all_targets():
     targets = list(data_targets())
     for name in enabled_experiments():
         targets += experiment_targets(name)
-    targets += claims_targets()
-    targets += report_targets()
-    return targets
+    return targets + claims_targets() + report_targets()
+
+
+# Rule families (config `resources:`). The family says what a rule's code can use: only
+# `train` and `evaluate` rules run torch code that takes a GPU when one is present, so
+# only they carry a `gpu` resource; numpy models and CPU benchmarks are `cpu`.
+GPU_FAMILIES = ("train", "evaluate")
 
 
 def family_resources(family):
-    """Resources of a rule family (data, train, evaluate, report) from the config.
+    """Resources of a rule family from the config.
 
-    mem_mb grows with the attempt so that a retried job (profiles set `retries`) asks
-    for more memory than the one that was killed.
+    mem_mb grows with the attempt so that a retried job (profiles set `retries`) asks for
+    more memory than the one that was killed. `partition` becomes the SLURM executor's
+    `slurm_partition` when set (null leaves the profile's default).
     """
     spec = config["resources"][family]
-    return {
+    resources = {
         "mem_mb": lambda wildcards, attempt, base=spec["mem_mb"]: base * attempt,
         "runtime": spec["runtime"],
-        "gpu": spec["gpu"],
     }
+    if family in GPU_FAMILIES:
+        resources["gpu"] = spec["gpu"]
+    if spec.get("partition"):
+        resources["slurm_partition"] = spec["partition"]
+    return resources
 
 
 def family_threads(family):
     return config["resources"][family]["threads"]
-
-
-def run_id(**params):
-    """A readable run directory name from parameters, e.g. model-GloNet_depth-6_seed-0."""
-    return "_".join(f"{key}-{value}" for key, value in params.items())
-
-
-def as_json(value):
-    """Pass a config block to a script as a JSON string (hashable, so edits rerun the job)."""
-    return json.dumps(value, sort_keys=True)
-
-
-# The pipeline's own reference MNIST classifier (trained by the reference_classifier
-# experiment) and its test-set feature statistics: every sample-quality number uses them.
-REFERENCE_MODEL = R("runs/reference_classifier/main/model.pt")
-REFERENCE_STATS = R("runs/reference_classifier/main/reference_stats.npz")

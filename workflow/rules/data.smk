@@ -1,17 +1,7 @@
 # Data stage: verified MNIST, cached preprocessing, and the MSDS sprite datasets.
 
-include: "data_functions.smk"
 
-MNIST_RAW_FILES = [
-    "train-images-idx3-ubyte",
-    "train-labels-idx1-ubyte",
-    "t10k-images-idx3-ubyte",
-    "t10k-labels-idx1-ubyte",
-]
-MNIST28 = R("data/mnist/mnist28.npz")
-MNIST32_RGM = R("data/mnist/mnist32_rgm.npz")
-MNIST4 = R("data/mnist/mnist4.npz")
-MNIST_SUBSETS = R("data/mnist/subsets.npz")
+include: "data_functions.smk"
 
 
 rule data:
@@ -19,21 +9,23 @@ rule data:
         lambda wildcards: data_targets(),
 
 
+# Scheduled first (priority): a corrupt MNIST file is reported within seconds, before any
+# long job starts.
 rule mnist_fetch:
     output:
-        expand(R("data/mnist/raw/{name}"), name=MNIST_RAW_FILES),
-    params:
-        source=config["mnist_source"],
-        checksums=config["mnist_checksums"],
+        expand(f"{MNIST_RAW_DIR}/{{name}}", name=MNIST_FILES),
     log:
         LOG("mnist_fetch"),
     benchmark:
         BENCH("mnist_fetch")
+    priority: 100
+    conda:
+        "../../envs/data.yaml"
     threads: family_threads("data")
     resources:
         **family_resources("data"),
-    conda:
-        "../../envs/data.yaml"
+    params:
+        sha256=mnist_identity(),
     script:
         "../../scripts/mnist_fetch.py"
 
@@ -43,18 +35,17 @@ rule mnist_cache:
         rules.mnist_fetch.output,
     output:
         MNIST28,
-    params:
-        val_size=config["data"]["val_size"],
-        seed=config["data"]["split_seed"],
     log:
         LOG("mnist_cache"),
     benchmark:
         BENCH("mnist_cache")
+    conda:
+        "../../envs/data.yaml"
     threads: family_threads("data")
     resources:
         **family_resources("data"),
-    conda:
-        "../../envs/data.yaml"
+    params:
+        config=settings("data", "val_size", "split_seed"),
     script:
         "../../scripts/mnist_cache.py"
 
@@ -64,19 +55,17 @@ rule mnist_rgm32:
         MNIST28,
     output:
         MNIST32_RGM,
-    params:
-        size=config["data"]["rgm"]["size"],
-        smoothing_sigma=config["data"]["rgm"]["smoothing_sigma"],
-        equalise=config["data"]["rgm"]["equalise"],
     log:
         LOG("mnist_rgm32"),
     benchmark:
         BENCH("mnist_rgm32")
+    conda:
+        "../../envs/torch.yaml"
     threads: family_threads("data")
     resources:
         **family_resources("data"),
-    conda:
-        "../../envs/torch.yaml"
+    params:
+        config=settings(config["data"]["rgm"], "size", "smoothing_sigma", "equalise"),
     script:
         "../../scripts/mnist_rgm32.py"
 
@@ -86,17 +75,17 @@ rule mnist_discretise:
         MNIST28,
     output:
         MNIST4,
-    params:
-        edges=config["data"]["discrete_edges"],
     log:
         LOG("mnist_discretise"),
     benchmark:
         BENCH("mnist_discretise")
+    conda:
+        "../../envs/data.yaml"
     threads: family_threads("data")
     resources:
         **family_resources("data"),
-    conda:
-        "../../envs/data.yaml"
+    params:
+        config=settings("data", "discrete_edges"),
     script:
         "../../scripts/mnist_discretise.py"
 
@@ -106,38 +95,36 @@ rule mnist_subsets:
         MNIST28,
     output:
         MNIST_SUBSETS,
-    params:
-        exemplars_per_class=config["data"]["exemplars_per_class"],
-        balanced_size=config["data"]["balanced_subset_size"],
-        seed=config["data"]["split_seed"],
     log:
         LOG("mnist_subsets"),
+    benchmark:
+        BENCH("mnist_subsets")
+    conda:
+        "../../envs/data.yaml"
     threads: family_threads("data")
     resources:
         **family_resources("data"),
-    conda:
-        "../../envs/data.yaml"
+    params:
+        config=settings("data", "exemplars_per_class", "balanced_subset_size", "split_seed"),
     script:
         "../../scripts/mnist_subsets.py"
 
 
 rule msds_generate:
     output:
-        R("data/msds/{variant}.npz"),
-    wildcard_constraints:
-        variant="msds1|msds2",
-    params:
-        n_train=config["msds"]["n_train"],
-        n_test=config["msds"]["n_test"],
-        seed=config["msds"]["seed"],
+        MSDS("{variant}"),
     log:
         LOG("msds_generate", "{variant}"),
     benchmark:
         BENCH("msds_generate", "{variant}")
+    wildcard_constraints:
+        variant=one_of(MSDS_VARIANTS),
+    conda:
+        "../../envs/data.yaml"
     threads: family_threads("data")
     resources:
         **family_resources("data"),
-    conda:
-        "../../envs/data.yaml"
+    params:
+        config=settings("msds", "n_train", "n_test", "seed"),
     script:
         "../../scripts/msds_generate.py"

@@ -1,20 +1,9 @@
-# Experiment glonet (issue 4, seed 002): GloNet vs MLP vs ResMLP across depth.
-# One training job per (grid, model, depth, seed); figures read the table and arrays.npz.
+# Experiment glonet (seed 002): GloNet vs MLP vs ResMLP across depth. One training job per
+# (grid, model, depth, seed); figures read the table and the runs' arrays.npz.
+
 
 include: "glonet_functions.smk"
 
-GLONET = config.get("glonet", {})
-
-
-# Keys that decide a run's numbers; an extra grid (e.g. the official notebook's
-# 32-feature setting) may override any of them for its own runs.
-GLONET_TRAIN_KEYS = ["features", "epochs", "batch_size", "lr", "optimizer", "momentum", "train_limit", "test_limit"]
-
-
-GLONET_RUNS = glonet_runs()
-
-
-GLONET_FIGURES = ["accuracy_vs_depth", "learning_curves", "layer_usage", "early_exit"]
 
 register_experiment(
     "glonet",
@@ -33,23 +22,21 @@ rule glonet_train:
     input:
         MNIST28,
     output:
-        metrics=R("runs/glonet/{run_id}/metrics.json"),
-        arrays=R("runs/glonet/{run_id}/arrays.npz"),
-    wildcard_constraints:
-        run_id="|".join(GLONET_RUNS) or "none",
-    params:
-        settings=lambda wildcards: as_json(GLONET_RUNS[wildcards.run_id]),
-        keep_checkpoint=GLONET.get("keep_checkpoint", False),
-        device=config["device"],
+        metrics=f"{GLONET_RUN}/metrics.json",
+        arrays=f"{GLONET_RUN}/arrays.npz",
     log:
         LOG("glonet_train", "{run_id}"),
     benchmark:
         BENCH("glonet_train", "{run_id}")
+    wildcard_constraints:
+        run_id=one_of(GLONET_RUNS),
+    conda:
+        "../../envs/torch.yaml"
     threads: family_threads("train")
     resources:
         **family_resources("train"),
-    conda:
-        "../../envs/torch.yaml"
+    params:
+        config=lambda wildcards: GLONET_RUNS[wildcards.run_id],
     script:
         "../../scripts/glonet_train.py"
 
@@ -59,22 +46,34 @@ rule glonet_figures:
         table=R("tables/glonet.csv"),
         arrays=lambda wildcards: glonet_files("arrays.npz"),
     output:
-        accuracy_vs_depth=report(R("figures/glonet/accuracy_vs_depth.png"),
-                                 caption="../../report/glonet/accuracy_vs_depth.rst", category="glonet"),
-        learning_curves=report(R("figures/glonet/learning_curves.png"),
-                               caption="../../report/glonet/learning_curves.rst", category="glonet"),
-        layer_usage=report(R("figures/glonet/layer_usage.png"),
-                           caption="../../report/glonet/layer_usage.rst", category="glonet"),
-        early_exit=report(R("figures/glonet/early_exit.png"),
-                          caption="../../report/glonet/early_exit.rst", category="glonet"),
-    params:
-        run_ids=lambda wildcards: list(GLONET_RUNS),
+        accuracy_vs_depth=report(
+            R("figures/glonet/accuracy_vs_depth.png"),
+            caption="../../report/glonet/accuracy_vs_depth.rst",
+            category="glonet",
+        ),
+        learning_curves=report(
+            R("figures/glonet/learning_curves.png"),
+            caption="../../report/glonet/learning_curves.rst",
+            category="glonet",
+        ),
+        layer_usage=report(
+            R("figures/glonet/layer_usage.png"),
+            caption="../../report/glonet/layer_usage.rst",
+            category="glonet",
+        ),
+        early_exit=report(
+            R("figures/glonet/early_exit.png"),
+            caption="../../report/glonet/early_exit.rst",
+            category="glonet",
+        ),
     log:
         LOG("glonet_figures"),
+    conda:
+        "../../envs/report.yaml"
     threads: 1
     resources:
         **family_resources("report"),
-    conda:
-        "../../envs/report.yaml"
+    params:
+        config=figure_settings(),
     script:
         "../../scripts/glonet_figures.py"

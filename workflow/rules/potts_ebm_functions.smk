@@ -1,29 +1,34 @@
-# Helper functions of potts_ebm.smk (kept apart: snakemake --lint wants no defs beside rules).
+# Definitions of the potts_ebm stage (kept apart from its rules: snakemake --lint wants no
+# defs beside rules). Self-contained: everything potts_ebm.smk uses is defined here.
 
-def potts_section():
-    return config["potts_ebm"]
+POTTS = config["potts_ebm"]
+POTTS_RUN = R("runs/potts_ebm/{run_id}")
 
 
 def potts_runs():
-    section = potts_section()
-    return [f"{POTTS_RUN}/metrics.json".format(model=m, seed=s) for m in section["models"] for s in section["seeds"]]
+    """run_id -> the run's training hand-off: model, seed, data limits and the training
+    block it uses (`rbm` for potts_rbm, `pcd` for the grid models). Analysis settings are
+    handed to the analysis rule alone, so editing them never retrains."""
+    runs = {}
+    for model in POTTS["models"]:
+        for seed in POTTS["seeds"]:
+            block = POTTS["rbm"] if model == "potts_rbm" else POTTS["pcd"]
+            runs[run_id(model=model, seed=seed)] = settings(
+                POTTS, "train_limit", "test_limit", "smoothing", model=model, seed=int(seed), pcd=block
+            )
+    return runs
 
 
-def potts_train_settings(wildcards):
-    """Only what decides the trained weights, so editing analysis settings never retrains."""
-    section = potts_section()
-    keys = ("limit_train", "limit_test", "smoothing", "pcd", "rbm")
-    return as_json({k: section[k] for k in keys})
+POTTS_RUNS = potts_runs() if enabled("potts_ebm") else {}
 
 
-def potts_samples_files():
-    section = potts_section()
-    return [f"{POTTS_RUN}/samples.npz".format(model=m, seed=section["seeds"][0]) for m in section["models"]]
-
-
-def potts_epoch_files():
-    section = potts_section()
-    return [f"{POTTS_RUN}/epochs.npz".format(model=m, seed=section["seeds"][0])
-            for m in section["models"] if m != "independent"]
-
-
+def potts_files(name, first_seed_only=False, trained_only=False):
+    """A file of every run (or of each model's first-seed run, or of the trained models')."""
+    files = []
+    for key, spec in POTTS_RUNS.items():
+        if first_seed_only and spec["seed"] != POTTS["seeds"][0]:
+            continue
+        if trained_only and spec["model"] == "independent":
+            continue
+        files.append(f"{POTTS_RUN}/{name}".format(run_id=key))
+    return files

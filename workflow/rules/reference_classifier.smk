@@ -1,46 +1,69 @@
-# Experiment reference_classifier: the pipeline's own MNIST classifier, the yardstick of
-# every sample-quality number (fid, recognisable_fraction, conditional_recognition).
-# Its outputs are REFERENCE_MODEL and REFERENCE_STATS (defined in common.smk).
+# Experiment reference_classifier: the pipeline's own MNIST classifier, one per seed (their
+# spread is the accuracy's noise). The first seed's classifier is the yardstick of every
+# sample-quality number (fid, recognisable_fraction, conditional_recognition).
 
-REFERENCE_DIR = R("runs/reference_classifier/main")
+REFERENCE = config["reference_classifier"]
+REFERENCE_RUNS = {run_id(seed=seed): seed for seed in REFERENCE["seeds"]}
+REFERENCE_RUN = R("runs/reference_classifier/{run_id}")
+REFERENCE_TRAIN_KEYS = [
+    "epochs",
+    "batch_size",
+    "lr",
+    "weight_decay",
+    "max_shift",
+    "channels1",
+    "channels2",
+    "hidden",
+    "dropout",
+    "outlier_fraction",
+    "fid_samples",
+]
+# The yardstick's files, read by every experiment that scores samples.
+REFERENCE_MODEL = f"{REFERENCE_RUN}/model.pt".format(run_id=run_id(seed=REFERENCE["seeds"][0]))
+REFERENCE_STATS = f"{REFERENCE_RUN}/reference_stats.npz".format(run_id=run_id(seed=REFERENCE["seeds"][0]))
+
 
 register_experiment(
     "reference_classifier",
-    runs=lambda: [f"{REFERENCE_DIR}/metrics.json"],
+    runs=lambda: [f"{REFERENCE_RUN}/metrics.json".format(run_id=rid) for rid in REFERENCE_RUNS],
     required_columns=["test_accuracy"],
     figures=lambda: [R("figures/reference_classifier/training.png")],
 )
+
+
+rule reference_classifier:
+    input:
+        lambda wildcards: experiment_targets("reference_classifier"),
 
 
 rule reference_classifier_train:
     input:
         MNIST28,
     output:
-        model=REFERENCE_MODEL,
-        checksum=f"{REFERENCE_MODEL}.sha256",
-        stats=REFERENCE_STATS,
-        metrics=f"{REFERENCE_DIR}/metrics.json",
-    params:
-        section=as_json({k: v for k, v in config["reference_classifier"].items() if k != "enabled"}),
-        device=config["device"],
-        preset=config["preset"],
+        model=f"{REFERENCE_RUN}/model.pt",
+        checksum=f"{REFERENCE_RUN}/model.pt.sha256",
+        stats=f"{REFERENCE_RUN}/reference_stats.npz",
+        metrics=f"{REFERENCE_RUN}/metrics.json",
     log:
-        LOG("reference_classifier_train"),
+        LOG("reference_classifier_train", "{run_id}"),
     benchmark:
-        BENCH("reference_classifier_train")
+        BENCH("reference_classifier_train", "{run_id}")
+    wildcard_constraints:
+        run_id=one_of(REFERENCE_RUNS),
+    conda:
+        "../../envs/torch.yaml"
     threads: family_threads("train")
     resources:
         **family_resources("train"),
-    conda:
-        "../../envs/torch.yaml"
+    params:
+        config=lambda wildcards: settings(REFERENCE, *REFERENCE_TRAIN_KEYS, seed=REFERENCE_RUNS[wildcards.run_id]),
     script:
         "../../scripts/reference_classifier_train.py"
 
 
 rule reference_classifier_figure:
     input:
-        metrics=f"{REFERENCE_DIR}/metrics.json",
-        stats=REFERENCE_STATS,
+        metrics=lambda wildcards: EXPERIMENTS["reference_classifier"]["runs"](),
     output:
         report(
             R("figures/reference_classifier/training.png"),
@@ -49,15 +72,12 @@ rule reference_classifier_figure:
         ),
     log:
         LOG("reference_classifier_figure"),
+    conda:
+        "../../envs/report.yaml"
     threads: 1
     resources:
         **family_resources("report"),
-    conda:
-        "../../envs/torch.yaml"
+    params:
+        config=figure_settings(),
     script:
         "../../scripts/reference_classifier_figure.py"
-
-
-rule reference_classifier:
-    input:
-        lambda wildcards: experiment_targets("reference_classifier"),

@@ -2,18 +2,11 @@
 # summary page results/report/index.html. Everything here reads finished results
 # (tables, arrays, benchmark files), so rebuilding the report never retrains a model.
 
-include: "report_functions.smk"
-import hashlib
-from pathlib import Path
 
-from snakemake.io import is_flagged
+include: "report_functions.smk"
 
 
 report: "../../report/workflow.rst"
-
-
-# Rule files that are not an experiment's: their rules count under these stages.
-REPORT_STAGE_OF_FILE = {"data": "data", "tables": "report", "claims": "report", "report": "report"}
 
 
 # All figures of the enabled experiments. Figure rules read tables and saved arrays only,
@@ -30,21 +23,23 @@ rule report_costs:
     output:
         jobs=R("tables/costs.csv"),
         summary=R("tables/costs_by_experiment.csv"),
-    params:
-        results_dir=lambda wildcards, output: str(Path(output[0]).parents[1]),
-        rule_stages=lambda wildcards: report_rule_stages(),
-        experiments=lambda wildcards: sorted(EXPERIMENTS),
-        rule_runs=lambda wildcards: report_rule_runs(),
     log:
         LOG("report_costs"),
     benchmark:
         BENCH("report_costs")
     localrule: True
+    conda:
+        "../../envs/report.yaml"
     threads: 1
     resources:
         **family_resources("report"),
-    conda:
-        "../../envs/report.yaml"
+    params:
+        config=lambda wildcards: {
+            "results_dir": RESULTS,
+            "rule_stages": report_rule_stages(),
+            "experiments": sorted(EXPERIMENTS),
+            "rule_runs": report_rule_runs(),
+        },
     script:
         "../../scripts/report_costs.py"
 
@@ -52,22 +47,23 @@ rule report_costs:
 rule report_rulegraph:
     output:
         R("report/rulegraph.dot"),
-    params:
-        snakefile=workflow.main_snakefile,
-        # a new rule or a changed config redraws the graph (a digest keeps the
-        # "params have changed" message short)
-        rules=lambda wildcards: sorted(report_rule_stages()),
-        config_sha256=lambda wildcards: hashlib.sha256(as_json(config).encode()).hexdigest()[:16],
     log:
         LOG("report_rulegraph"),
     benchmark:
         BENCH("report_rulegraph")
     localrule: True
+    conda:
+        "../../envs/report.yaml"
     threads: 1
     resources:
         **family_resources("report"),
-    conda:
-        "../../envs/report.yaml"
+    params:
+        # what decides the graph: the rules, and which experiments (and so which rules) run
+        config=lambda wildcards: {
+            "snakefile": workflow.main_snakefile,
+            "rules": sorted(report_rule_stages()),
+            "enabled": {name: enabled(name) for name in EXPERIMENTS} | {"report": enabled("report")},
+        },
     script:
         "../../scripts/report_rulegraph.py"
 
@@ -76,20 +72,21 @@ rule report_experiment_table:
     input:
         R("tables/{table}.csv"),
     output:
-        report(R("report/tables/{table}.html"), caption="../../report/report/experiment_table.rst", category="{table}"),
-    wildcard_constraints:
-        table="|".join(EXPERIMENTS) or "none",
-    params:
-        titles=lambda wildcards: [f"{wildcards.table}: one row per run"],
-        required_columns=lambda wildcards: EXPERIMENTS[wildcards.table]["required_columns"],
+        report(
+            R("report/tables/{table}.html"), caption="../../report/pipeline/experiment_table.rst", category="{table}"
+        ),
     log:
         LOG("report_table", "{table}"),
+    wildcard_constraints:
+        table="|".join(EXPERIMENTS) or "none",
     localrule: True
+    conda:
+        "../../envs/report.yaml"
     threads: 1
     resources:
         **family_resources("report"),
-    conda:
-        "../../envs/report.yaml"
+    params:
+        config=lambda wildcards: {"titles": [f"{wildcards.table}: one row per run"]},
     script:
         "../../scripts/report_table.py"
 
@@ -98,17 +95,17 @@ rule report_claims_table:
     input:
         R("tables/claims.csv"),
     output:
-        report(R("report/tables/claims.html"), caption="../../report/report/claims.rst", category="summary"),
-    params:
-        titles=["Claims: published values against ours"],
+        report(R("report/tables/claims.html"), caption="../../report/pipeline/claims.rst", category="summary"),
     log:
         LOG("report_table", "claims"),
     localrule: True
+    conda:
+        "../../envs/report.yaml"
     threads: 1
     resources:
         **family_resources("report"),
-    conda:
-        "../../envs/report.yaml"
+    params:
+        config={"titles": ["Claims: published values against ours"]},
     script:
         "../../scripts/report_table.py"
 
@@ -118,18 +115,20 @@ rule report_costs_table:
         rules.report_costs.output.summary,
         rules.report_costs.output.jobs,
     output:
-        report(R("report/tables/costs_by_experiment.html"), caption="../../report/report/costs.rst", category="summary"),
-        report(R("report/tables/costs.html"), caption="../../report/report/costs_jobs.rst", category="summary"),
-    params:
-        titles=["Cost per experiment", "Cost per job"],
+        report(
+            R("report/tables/costs_by_experiment.html"), caption="../../report/pipeline/costs.rst", category="summary"
+        ),
+        report(R("report/tables/costs.html"), caption="../../report/pipeline/costs_jobs.rst", category="summary"),
     log:
         LOG("report_table", "costs"),
     localrule: True
+    conda:
+        "../../envs/report.yaml"
     threads: 1
     resources:
         **family_resources("report"),
-    conda:
-        "../../envs/report.yaml"
+    params:
+        config={"titles": ["Cost per experiment", "Cost per job"]},
     script:
         "../../scripts/report_table.py"
 
@@ -138,30 +137,32 @@ rule report_page:
     input:
         tables=lambda wildcards: [R(f"tables/{name}.csv") for name in enabled_experiments()],
         figures=lambda wildcards: all_figures(),
-        claims=lambda wildcards: report_claims_csv(),
+        claims=R("tables/claims.csv"),
         costs=rules.report_costs.output.jobs,
         costs_summary=rules.report_costs.output.summary,
         rulegraph=rules.report_rulegraph.output[0],
     output:
         R("report/index.html"),
-    params:
-        results_dir=lambda wildcards, output: str(Path(output[0]).parents[1]),
-        experiments=lambda wildcards: report_page_experiments(),
-        rule_stages=lambda wildcards: report_rule_stages(),
-        caption_patterns=lambda wildcards: report_caption_patterns(),
-        preset=config.get("preset", "custom"),
-        repo_root=str(Path(workflow.basedir)),
-        graphviz=config["report"]["graphviz"],
-        max_table_rows=config["report"]["max_table_rows"],
     log:
         LOG("report_page"),
     benchmark:
         BENCH("report_page")
     localrule: True
+    conda:
+        "../../envs/report.yaml"
     threads: 1
     resources:
         **family_resources("report"),
-    conda:
-        "../../envs/report.yaml"
+    params:
+        config=lambda wildcards: {
+            "results_dir": RESULTS,
+            "experiments": report_page_experiments(),
+            "rule_stages": report_rule_stages(),
+            "caption_patterns": report_caption_patterns(),
+            "preset": config["preset"],
+            "repo_root": str(Path(workflow.basedir)),
+            "graphviz": config["report"]["graphviz"],
+            "max_table_rows": config["report"]["max_table_rows"],
+        },
     script:
         "../../scripts/report_page.py"

@@ -1,20 +1,17 @@
-# Helper functions of report.smk (kept apart: snakemake --lint wants no defs beside rules).
+# Definitions of the report stage (kept apart from its rules: snakemake --lint wants no
+# defs beside rules). Self-contained: everything report.smk uses is defined here.
+from snakemake.io import is_flagged
 
-def report_claims_outputs():
-    """tables/claims.csv and whatever else the claims stage makes (none until it exists)."""
-    return list(claims_targets()) if "claims_targets" in globals() else []
-
-
-def report_claims_csv():
-    return [f for f in report_claims_outputs() if str(f).endswith("claims.csv")]
+# Rule files that are not an experiment's: their rules count under these stages.
+REPORT_STAGE_OF_FILE = {"data": "data", "tables": "report", "claims": "report", "report": "report"}
 
 
 def report_targets():
     if not enabled("report"):
         return []
     tables = [R(f"report/tables/{name}.html") for name in enabled_experiments()]
-    tables += [R("report/tables/costs.html")] + ([R("report/tables/claims.html")] if report_claims_csv() else [])
-    return report_claims_outputs() + tables + [R("report/index.html")]
+    tables += [R("report/tables/costs.html"), R("report/tables/claims.html")]
+    return tables + [R("report/index.html")]
 
 
 def report_rule_stages():
@@ -52,14 +49,14 @@ def report_caption_patterns():
 
 def report_upstream():
     """Every result the report summarises; the cost table waits for all of them."""
-    files = list(data_targets()) + report_claims_outputs()
+    files = list(data_targets()) + claims_targets()
     for name in enabled_experiments():
         files += experiment_targets(name)
     return files
 
 
 def report_page_experiments():
-    return {name: {"table": R(f"tables/{name}.csv"), "figures": list(EXPERIMENTS[name]["figures"]())}
-            for name in enabled_experiments()}
-
-
+    return {
+        name: {"table": R(f"tables/{name}.csv"), "figures": list(EXPERIMENTS[name]["figures"]())}
+        for name in enabled_experiments()
+    }

@@ -1,35 +1,38 @@
 # Experiment rgflow: RG-Flow (MERA-structured Real NVP) on MSDS1 / MSDS2 and, when the
-# user supplies rgflow.celeba_dir, CelebA 32x32. One training job per (dataset, prior),
+# user supplies rgflow.celeba.dir, CelebA 32x32. One training job per (dataset, prior),
 # then an evaluation job writing metrics.json and the arrays every figure is drawn from.
 
-include: "rgflow_functions.smk"
 
-RGFLOW_FIGURES = ["samples", "temperature", "receptive_fields", "mixing", "bpd"]
+include: "rgflow_functions.smk"
 
 
 register_experiment(
     "rgflow",
-    runs=lambda: [R(f"runs/rgflow/{rid}/metrics.json") for rid in rgflow_run_ids()],
+    runs=lambda: rgflow_files("metrics.json"),
     required_columns=["dataset", "prior", "params", "epochs", "test_bpd"],
     figures=lambda: [R(f"figures/rgflow/{name}.png") for name in RGFLOW_FIGURES],
 )
 
 
+rule rgflow:
+    input:
+        lambda wildcards: experiment_targets("rgflow"),
+
+
 rule rgflow_celeba:
     output:
-        R("data/celeba/celeba32.npz"),
-    params:
-        celeba_dir=config["rgflow"].get("celeba_dir"),
-        limit=config["rgflow"].get("celeba_limit"),
+        CELEBA32,
     log:
         LOG("rgflow_celeba"),
     benchmark:
         BENCH("rgflow_celeba")
+    conda:
+        "../../envs/torch.yaml"
     threads: 1
     resources:
         **family_resources("data"),
-    conda:
-        "../../envs/torch.yaml"
+    params:
+        config=settings(RGFLOW["celeba"], "dir", "train_limit"),
     script:
         "../../scripts/rgflow_celeba.py"
 
@@ -38,24 +41,20 @@ rule rgflow_train:
     input:
         data=rgflow_data,
     output:
-        model=R("runs/rgflow/dataset-{dataset}_prior-{prior}/model.pt"),
-    wildcard_constraints:
-        dataset="msds1|msds2|celeba",
-        prior="laplace|gaussian",
-    params:
-        section=rgflow_section("label", "model", "train"),
-        # The per-epoch checkpoint is not an output, so a killed job resumes from it.
-        checkpoint=R("runs/rgflow/dataset-{dataset}_prior-{prior}/checkpoint.pt"),
-        device=config["device"],
+        model=f"{RGFLOW_RUN}/model.pt",
     log:
-        LOG("rgflow_train", "{dataset}_{prior}"),
+        LOG("rgflow_train", "{run_id}"),
     benchmark:
-        BENCH("rgflow_train", "{dataset}_{prior}")
+        BENCH("rgflow_train", "{run_id}")
+    wildcard_constraints:
+        run_id=one_of(RGFLOW_RUNS),
+    conda:
+        "../../envs/torch.yaml"
     threads: family_threads("train")
     resources:
         **family_resources("train"),
-    conda:
-        "../../envs/torch.yaml"
+    params:
+        config=rgflow_train_settings,
     script:
         "../../scripts/rgflow_train.py"
 
@@ -65,24 +64,21 @@ rule rgflow_evaluate:
         model=rules.rgflow_train.output.model,
         data=rgflow_data,
     output:
-        metrics=R("runs/rgflow/dataset-{dataset}_prior-{prior}/metrics.json"),
-        arrays=R("runs/rgflow/dataset-{dataset}_prior-{prior}/arrays.npz"),
-    wildcard_constraints:
-        dataset="msds1|msds2|celeba",
-        prior="laplace|gaussian",
-    params:
-        section=rgflow_section("label", "model", "train", "eval"),
-        run_id="dataset-{dataset}_prior-{prior}",
-        device=config["device"],
+        metrics=f"{RGFLOW_RUN}/metrics.json",
+        arrays=f"{RGFLOW_RUN}/arrays.npz",
     log:
-        LOG("rgflow_evaluate", "{dataset}_{prior}"),
+        LOG("rgflow_evaluate", "{run_id}"),
     benchmark:
-        BENCH("rgflow_evaluate", "{dataset}_{prior}")
+        BENCH("rgflow_evaluate", "{run_id}")
+    wildcard_constraints:
+        run_id=one_of(RGFLOW_RUNS),
+    conda:
+        "../../envs/torch.yaml"
     threads: family_threads("evaluate")
     resources:
         **family_resources("evaluate"),
-    conda:
-        "../../envs/torch.yaml"
+    params:
+        config=lambda wildcards: RGFLOW_RUNS[wildcards.run_id],
     script:
         "../../scripts/rgflow_evaluate.py"
 
@@ -90,28 +86,41 @@ rule rgflow_evaluate:
 rule rgflow_figures:
     input:
         table=R("tables/rgflow.csv"),
-        arrays=lambda wildcards: [R(f"runs/rgflow/{rid}/arrays.npz") for rid in rgflow_run_ids()],
+        arrays=lambda wildcards: rgflow_files("arrays.npz"),
     output:
-        samples=report(R("figures/rgflow/samples.png"), caption="../../report/rgflow/samples.rst", category="rgflow"),
-        temperature=report(R("figures/rgflow/temperature.png"), caption="../../report/rgflow/temperature.rst",
-                           category="rgflow"),
-        receptive_fields=report(R("figures/rgflow/receptive_fields.png"),
-                                caption="../../report/rgflow/receptive_fields.rst", category="rgflow"),
-        mixing=report(R("figures/rgflow/mixing.png"), caption="../../report/rgflow/mixing.rst", category="rgflow"),
-        bpd=report(R("figures/rgflow/bpd.png"), caption="../../report/rgflow/bpd.rst", category="rgflow"),
-    params:
-        run_ids=lambda wildcards: rgflow_run_ids(),
+        samples=report(
+            R("figures/rgflow/samples.png"),
+            caption="../../report/rgflow/samples.rst",
+            category="rgflow",
+        ),
+        temperature=report(
+            R("figures/rgflow/temperature.png"),
+            caption="../../report/rgflow/temperature.rst",
+            category="rgflow",
+        ),
+        receptive_fields=report(
+            R("figures/rgflow/receptive_fields.png"),
+            caption="../../report/rgflow/receptive_fields.rst",
+            category="rgflow",
+        ),
+        mixing=report(
+            R("figures/rgflow/mixing.png"),
+            caption="../../report/rgflow/mixing.rst",
+            category="rgflow",
+        ),
+        bpd=report(
+            R("figures/rgflow/bpd.png"),
+            caption="../../report/rgflow/bpd.rst",
+            category="rgflow",
+        ),
     log:
         LOG("rgflow_figures"),
+    conda:
+        "../../envs/report.yaml"
     threads: 1
     resources:
         **family_resources("report"),
-    conda:
-        "../../envs/report.yaml"
+    params:
+        config=figure_settings(run_ids=list(RGFLOW_RUNS)),
     script:
         "../../scripts/rgflow_figures.py"
-
-
-rule rgflow:
-    input:
-        lambda wildcards: experiment_targets("rgflow"),

@@ -1,18 +1,23 @@
 # Experiment rgm: the discrete Renormalising Generative Model (Friston et al. 2024) on
-# 32x32 MNIST. One fit job (SVD quantiser, fast structure learning on the exemplars,
+# 32x32 MNIST. One training job (SVD quantiser, fast structure learning on the exemplars,
 # active learning over the stream), one evaluation job per protocol, figures from arrays.
+# numpy code: family `cpu`, never a GPU allocation.
+
 
 include: "rgm_functions.smk"
-
-RGM_PROTOCOLS = ["official_test", "paper_slice"]
-RGM_FIGURES = ["reconstructions", "generated", "accuracy_elbo", "accepted"]
 
 
 register_experiment(
     "rgm",
-    runs=lambda: [rgm_run(f"{protocol}/metrics.json") for protocol in RGM_PROTOCOLS],
-    required_columns=["protocol", "n_train", "test_accuracy", "confident_half_accuracy",
-                      "structure_seconds", "learn_seconds"],
+    runs=lambda: [f"{RGM_RUN}/metrics.json".format(run_id=protocol) for protocol in RGM_RUNS],
+    required_columns=[
+        "protocol",
+        "n_train",
+        "test_accuracy",
+        "confident_half_accuracy",
+        "structure_seconds",
+        "learn_seconds",
+    ],
     figures=lambda: [R(f"figures/rgm/{name}.png") for name in RGM_FIGURES],
 )
 
@@ -22,51 +27,50 @@ rule rgm:
         lambda wildcards: experiment_targets("rgm"),
 
 
-rule rgm_fit:
+rule rgm_train:
     input:
         mnist32=MNIST32_RGM,
         subsets=MNIST_SUBSETS,
     output:
-        model=rgm_run("model/model.npz"),
-        stream=rgm_run("model/stream.npz"),
-        fit=rgm_run("model/fit.json"),
-    params:
-        section=as_json(config["rgm"]),
+        model=f"{RGM_MODEL_DIR}/model.npz",
+        stream=f"{RGM_MODEL_DIR}/stream.npz",
+        fit=f"{RGM_MODEL_DIR}/fit.json",
     log:
-        LOG("rgm_fit"),
+        LOG("rgm_train"),
     benchmark:
-        BENCH("rgm_fit")
-    threads: family_threads("train")
-    resources:
-        **family_resources("train"),
+        BENCH("rgm_train")
     conda:
         "../../envs/torch.yaml"
+    threads: family_threads("cpu")
+    resources:
+        **family_resources("cpu"),
+    params:
+        config=RGM_TRAIN,
     script:
-        "../../scripts/rgm_fit.py"
+        "../../scripts/rgm_train.py"
 
 
 rule rgm_evaluate:
     input:
         mnist32=MNIST32_RGM,
-        model=rules.rgm_fit.output.model,
-        fit=rules.rgm_fit.output.fit,
+        model=rules.rgm_train.output.model,
+        fit=rules.rgm_train.output.fit,
     output:
-        metrics=rgm_run("{protocol}/metrics.json"),
-        scores=rgm_run("{protocol}/scores.npz"),
-    wildcard_constraints:
-        protocol="|".join(RGM_PROTOCOLS),
-    params:
-        section=as_json(config["rgm"]),
-        preset=config["preset"],
+        metrics=f"{RGM_RUN}/metrics.json",
+        scores=f"{RGM_RUN}/scores.npz",
     log:
-        LOG("rgm_evaluate", "{protocol}"),
+        LOG("rgm_evaluate", "{run_id}"),
     benchmark:
-        BENCH("rgm_evaluate", "{protocol}")
-    threads: family_threads("evaluate")
-    resources:
-        **family_resources("evaluate"),
+        BENCH("rgm_evaluate", "{run_id}")
+    wildcard_constraints:
+        run_id=one_of(RGM_RUNS),
     conda:
         "../../envs/torch.yaml"
+    threads: family_threads("cpu")
+    resources:
+        **family_resources("cpu"),
+    params:
+        config=lambda wildcards: RGM_RUNS[wildcards.run_id],
     script:
         "../../scripts/rgm_evaluate.py"
 
@@ -74,20 +78,20 @@ rule rgm_evaluate:
 rule rgm_samples:
     input:
         mnist32=MNIST32_RGM,
-        model=rules.rgm_fit.output.model,
+        model=rules.rgm_train.output.model,
     output:
-        rgm_run("model/samples.npz"),
-    params:
-        section=as_json(config["rgm"]),
+        f"{RGM_MODEL_DIR}/samples.npz",
     log:
         LOG("rgm_samples"),
     benchmark:
         BENCH("rgm_samples")
-    threads: family_threads("evaluate")
-    resources:
-        **family_resources("evaluate"),
     conda:
         "../../envs/torch.yaml"
+    threads: family_threads("cpu")
+    resources:
+        **family_resources("cpu"),
+    params:
+        config=RGM_SAMPLES,
     script:
         "../../scripts/rgm_samples.py"
 
@@ -99,16 +103,20 @@ rule rgm_figure_reconstructions:
     input:
         rules.rgm_samples.output[0],
     output:
-        report(R("figures/rgm/reconstructions.png"), caption="../../report/rgm/reconstructions.rst", category="rgm"),
-    params:
-        figure="reconstructions",
+        report(
+            R("figures/rgm/reconstructions.png"),
+            caption="../../report/rgm/reconstructions.rst",
+            category="rgm",
+        ),
     log:
         LOG("rgm_figure", "reconstructions"),
+    conda:
+        "../../envs/report.yaml"
     threads: 1
     resources:
         **family_resources("report"),
-    conda:
-        "../../envs/report.yaml"
+    params:
+        config=figure_settings(figure="reconstructions"),
     script:
         "../../scripts/rgm_figure.py"
 
@@ -117,51 +125,63 @@ rule rgm_figure_generated:
     input:
         rules.rgm_samples.output[0],
     output:
-        report(R("figures/rgm/generated.png"), caption="../../report/rgm/generated.rst", category="rgm"),
-    params:
-        figure="generated",
+        report(
+            R("figures/rgm/generated.png"),
+            caption="../../report/rgm/generated.rst",
+            category="rgm",
+        ),
     log:
         LOG("rgm_figure", "generated"),
+    conda:
+        "../../envs/report.yaml"
     threads: 1
     resources:
         **family_resources("report"),
-    conda:
-        "../../envs/report.yaml"
+    params:
+        config=figure_settings(figure="generated"),
     script:
         "../../scripts/rgm_figure.py"
 
 
 rule rgm_figure_accuracy_elbo:
     input:
-        [rgm_run(f"{protocol}/scores.npz") for protocol in RGM_PROTOCOLS],
+        [f"{RGM_RUN}/scores.npz".format(run_id=protocol) for protocol in RGM_PROTOCOLS],
     output:
-        report(R("figures/rgm/accuracy_elbo.png"), caption="../../report/rgm/accuracy_elbo.rst", category="rgm"),
-    params:
-        figure="accuracy_elbo",
+        report(
+            R("figures/rgm/accuracy_elbo.png"),
+            caption="../../report/rgm/accuracy_elbo.rst",
+            category="rgm",
+        ),
     log:
         LOG("rgm_figure", "accuracy_elbo"),
+    conda:
+        "../../envs/report.yaml"
     threads: 1
     resources:
         **family_resources("report"),
-    conda:
-        "../../envs/report.yaml"
+    params:
+        config=figure_settings(figure="accuracy_elbo", **RGM["figures"]),
     script:
         "../../scripts/rgm_figure.py"
 
 
 rule rgm_figure_accepted:
     input:
-        rules.rgm_fit.output.stream,
+        rules.rgm_train.output.stream,
     output:
-        report(R("figures/rgm/accepted.png"), caption="../../report/rgm/accepted.rst", category="rgm"),
-    params:
-        figure="accepted",
+        report(
+            R("figures/rgm/accepted.png"),
+            caption="../../report/rgm/accepted.rst",
+            category="rgm",
+        ),
     log:
         LOG("rgm_figure", "accepted"),
+    conda:
+        "../../envs/report.yaml"
     threads: 1
     resources:
         **family_resources("report"),
-    conda:
-        "../../envs/report.yaml"
+    params:
+        config=figure_settings(figure="accepted"),
     script:
         "../../scripts/rgm_figure.py"

@@ -1,23 +1,27 @@
-# Experiment spatial_rgm (issue 7, seed 001): the Spatial RGM, a Gumbel-softmax hierarchy
-# (7x7 local codes z1, digit concept z2), and its three experiments, each a number.
-# Rule 1 trains (needs only MNIST); rule 2 runs the experiments with the reference
-# classifier; the figures are drawn from rule 2's saved arrays.
+# Experiment spatial_rgm (seed 001): the Spatial RGM, a Gumbel-softmax hierarchy (7x7 local
+# codes z1, digit concept z2), and its three experiments, each a number. Rule 1 trains
+# (needs only MNIST); rule 2 runs the experiments with the reference classifier; the
+# figures are drawn from rule 2's saved arrays.
+
 
 include: "spatial_rgm_functions.smk"
-
-SPATIAL_RGM = config.get("spatial_rgm", {})
-SPATIAL_RGM_RUN = R("runs/spatial_rgm/epochs-{epochs}_seed-{seed}")
-
-
-SPATIAL_RGM_FIGURES = ["abstraction", "conditional_samples", "locality"]
 
 
 register_experiment(
     "spatial_rgm",
-    runs=spatial_rgm_runs,
-    required_columns=["epochs", "seed", "test_accuracy", "recon_mse", "locality", "conditional_recognition",
-                      "diversity", "global_switch_share", "seconds_per_epoch"],
-    figures=lambda: [R(f"figures/spatial_rgm/{name}.png") for name in SPATIAL_RGM_FIGURES],
+    runs=lambda: spatial_files("metrics.json"),
+    required_columns=[
+        "epochs",
+        "seed",
+        "test_accuracy",
+        "recon_mse",
+        "locality",
+        "conditional_recognition",
+        "diversity",
+        "global_switch_share",
+        "seconds_per_epoch",
+    ],
+    figures=lambda: [R(f"figures/spatial_rgm/{name}.png") for name in SPATIAL_FIGURES],
 )
 
 
@@ -30,23 +34,21 @@ rule spatial_rgm_train:
     input:
         mnist=MNIST28,
     output:
-        model=f"{SPATIAL_RGM_RUN}/model.pt",
-        train=f"{SPATIAL_RGM_RUN}/train.json",
-    wildcard_constraints:
-        epochs=r"\d+",
-        seed=r"\d+",
-    params:
-        section=as_json({key: SPATIAL_RGM.get(key, {}) for key in ("train", "model", "loss", "gumbel")}),
-        device=config["device"],
+        model=f"{SPATIAL_RUN}/model.pt",
+        train=f"{SPATIAL_RUN}/train.json",
     log:
-        LOG("spatial_rgm_train", "epochs-{epochs}_seed-{seed}"),
+        LOG("spatial_rgm_train", "{run_id}"),
     benchmark:
-        BENCH("spatial_rgm_train", "epochs-{epochs}_seed-{seed}")
+        BENCH("spatial_rgm_train", "{run_id}")
+    wildcard_constraints:
+        run_id=one_of(SPATIAL_RUNS),
+    conda:
+        "../../envs/torch.yaml"
     threads: family_threads("train")
     resources:
         **family_resources("train"),
-    conda:
-        "../../envs/torch.yaml"
+    params:
+        config=lambda wildcards: SPATIAL_RUNS[wildcards.run_id],
     script:
         "../../scripts/spatial_rgm_train.py"
 
@@ -58,79 +60,86 @@ rule spatial_rgm_evaluate:
         mnist=MNIST28,
         reference=REFERENCE_MODEL,
     output:
-        metrics=f"{SPATIAL_RGM_RUN}/metrics.json",
-        arrays=f"{SPATIAL_RGM_RUN}/arrays.npz",
-    wildcard_constraints:
-        epochs=r"\d+",
-        seed=r"\d+",
-    params:
-        section=as_json({"evaluation": SPATIAL_RGM.get("evaluation", {})}),
-        device=config["device"],
+        metrics=f"{SPATIAL_RUN}/metrics.json",
+        arrays=f"{SPATIAL_RUN}/arrays.npz",
     log:
-        LOG("spatial_rgm_evaluate", "epochs-{epochs}_seed-{seed}"),
+        LOG("spatial_rgm_evaluate", "{run_id}"),
     benchmark:
-        BENCH("spatial_rgm_evaluate", "epochs-{epochs}_seed-{seed}")
+        BENCH("spatial_rgm_evaluate", "{run_id}")
+    wildcard_constraints:
+        run_id=one_of(SPATIAL_RUNS),
+    conda:
+        "../../envs/torch.yaml"
     threads: family_threads("evaluate")
     resources:
         **family_resources("evaluate"),
-    conda:
-        "../../envs/torch.yaml"
+    params:
+        config=SPATIAL_EVALUATE,
     script:
         "../../scripts/spatial_rgm_evaluate.py"
 
 
 rule spatial_rgm_figure_abstraction:
     input:
-        arrays=lambda wildcards: spatial_rgm_arrays(),
+        arrays=lambda wildcards: spatial_figure_arrays(),
     output:
-        report(R("figures/spatial_rgm/abstraction.png"), caption="../../report/spatial_rgm/abstraction.rst",
-               category="spatial_rgm"),
-    params:
-        figure="abstraction",
+        report(
+            R("figures/spatial_rgm/abstraction.png"),
+            caption="../../report/spatial_rgm/abstraction.rst",
+            category="spatial_rgm",
+        ),
     log:
         LOG("spatial_rgm_figure", "abstraction"),
+    conda:
+        "../../envs/report.yaml"
     threads: 1
     resources:
         **family_resources("report"),
-    conda:
-        "../../envs/report.yaml"
+    params:
+        config=figure_settings(figure="abstraction"),
     script:
         "../../scripts/spatial_rgm_figure.py"
 
 
-rule spatial_rgm_figure_samples:
+rule spatial_rgm_figure_conditional_samples:
     input:
-        arrays=lambda wildcards: spatial_rgm_arrays(),
+        arrays=lambda wildcards: spatial_figure_arrays(),
     output:
-        report(R("figures/spatial_rgm/conditional_samples.png"),
-               caption="../../report/spatial_rgm/conditional_samples.rst", category="spatial_rgm"),
-    params:
-        figure="conditional_samples",
+        report(
+            R("figures/spatial_rgm/conditional_samples.png"),
+            caption="../../report/spatial_rgm/conditional_samples.rst",
+            category="spatial_rgm",
+        ),
     log:
         LOG("spatial_rgm_figure", "conditional_samples"),
+    conda:
+        "../../envs/report.yaml"
     threads: 1
     resources:
         **family_resources("report"),
-    conda:
-        "../../envs/report.yaml"
+    params:
+        config=figure_settings(figure="conditional_samples"),
     script:
         "../../scripts/spatial_rgm_figure.py"
 
 
 rule spatial_rgm_figure_locality:
     input:
-        arrays=lambda wildcards: spatial_rgm_arrays(),
+        arrays=lambda wildcards: spatial_figure_arrays(),
     output:
-        report(R("figures/spatial_rgm/locality.png"), caption="../../report/spatial_rgm/locality.rst",
-               category="spatial_rgm"),
-    params:
-        figure="locality",
+        report(
+            R("figures/spatial_rgm/locality.png"),
+            caption="../../report/spatial_rgm/locality.rst",
+            category="spatial_rgm",
+        ),
     log:
         LOG("spatial_rgm_figure", "locality"),
+    conda:
+        "../../envs/report.yaml"
     threads: 1
     resources:
         **family_resources("report"),
-    conda:
-        "../../envs/report.yaml"
+    params:
+        config=figure_settings(figure="locality"),
     script:
         "../../scripts/spatial_rgm_figure.py"

@@ -1,12 +1,25 @@
-# Helper functions of spatial_rgm.smk (kept apart: snakemake --lint wants no defs beside rules).
+# Definitions of the spatial_rgm stage (kept apart from its rules: snakemake --lint wants
+# no defs beside rules). Self-contained: everything spatial_rgm.smk uses is defined here.
 
-def spatial_rgm_runs():
-    return [f"{SPATIAL_RGM_RUN}/metrics.json".format(epochs=epochs, seed=seed)
-            for epochs in SPATIAL_RGM["epochs"] for seed in SPATIAL_RGM["seeds"]]
+SPATIAL = config["spatial_rgm"]
+SPATIAL_RUN = R("runs/spatial_rgm/{run_id}")
+SPATIAL_FIGURES = ["abstraction", "conditional_samples", "locality"]
+# run_id -> the training hand-off; one run per (epochs, seed).
+SPATIAL_RUNS = {
+    run_id(epochs=epochs, seed=seed): settings(
+        SPATIAL, "train_limit", "train", "model", "loss", "gumbel", epochs=int(epochs), seed=int(seed)
+    )
+    for epochs in SPATIAL["epochs"]
+    for seed in SPATIAL["seeds"]
+}
+SPATIAL_EVALUATE = settings(SPATIAL, "test_limit", "evaluation")
 
 
-def spatial_rgm_arrays():
+def spatial_files(name):
+    return [f"{SPATIAL_RUN}/{name}".format(run_id=key) for key in SPATIAL_RUNS]
+
+
+def spatial_figure_arrays():
     """The figures show the run of the first epochs value and the first seed."""
-    return f"{SPATIAL_RGM_RUN}/arrays.npz".format(epochs=SPATIAL_RGM["epochs"][0], seed=SPATIAL_RGM["seeds"][0])
-
-
+    first = run_id(epochs=SPATIAL["epochs"][0], seed=SPATIAL["seeds"][0])
+    return f"{SPATIAL_RUN}/arrays.npz".format(run_id=first)

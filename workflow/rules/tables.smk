@@ -6,16 +6,16 @@ rule experiment_table:
         lambda wildcards: EXPERIMENTS[wildcards.experiment]["runs"](),
     output:
         R("tables/{experiment}.csv"),
-    wildcard_constraints:
-        experiment="|".join(EXPERIMENTS) or "none",
-    params:
-        required_columns=lambda wildcards: EXPERIMENTS[wildcards.experiment]["required_columns"],
     log:
         LOG("experiment_table", "{experiment}"),
+    wildcard_constraints:
+        experiment=one_of(EXPERIMENTS),
+    conda:
+        "../../envs/data.yaml"
     threads: 1
     resources:
         **family_resources("report"),
-    conda:
-        "../../envs/data.yaml"
+    params:
+        config=lambda wildcards: {"required_columns": EXPERIMENTS[wildcards.experiment]["required_columns"]},
     script:
         "../../scripts/aggregate_table.py"

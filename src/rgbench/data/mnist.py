@@ -50,12 +50,6 @@ class MnistError(RuntimeError):
     """A MNIST file is missing, corrupt or not what it claims to be."""
 
 
-@dataclass(frozen=True)
-class IdxArray:
-    name: str
-    array: np.ndarray
-
-
 def decompress(data: bytes, name: str) -> bytes:
     """Gunzip ``data`` if it is gzip, else return it; a broken archive names the file."""
     if data[:2] != b"\x1f\x8b":
@@ -146,6 +140,24 @@ def expected_checksums(checksums: str, directory: Path | None) -> dict[str, str]
             raise MnistError(f"{directory / 'SHA256SUMS'}: no checksum for {missing}")
         return sums
     raise ValueError(f"mnist_checksums must be 'official' or 'manifest', got {checksums!r}")
+
+
+def check_source(directory: Path, expected: dict[str, str] | None = None) -> None:
+    """Fail at once, naming the file and the fix, unless ``directory`` holds all four
+    files and (when ``expected`` is given) each decompresses to the expected SHA-256.
+
+    The workflow calls this while it builds the DAG, so bad data stops a run before any
+    job starts (about a second for full MNIST)."""
+    if not directory.is_dir():
+        raise MnistError(f"mnist_source {str(directory)!r} is neither 'download' nor an existing directory; "
+                         f"{LOCAL_FIX}")
+    for name in MNIST_FILES:
+        if not (directory / f"{name}.gz").exists() and not (directory / name).exists():
+            raise MnistError(f"{directory / name}[.gz]: missing; put the four MNIST files in {directory} "
+                             "or set mnist_source to the directory that holds them")
+    if expected is not None:
+        for name in MNIST_FILES:
+            verify_payload(read_local(directory, name), str(directory / name), expected[name])
 
 
 def read_local(directory: Path, name: str) -> bytes:

@@ -12,7 +12,6 @@ match, so a sample-quality number can never silently come from other weights.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import os
 from dataclasses import asdict, dataclass
@@ -24,7 +23,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from rgbench.io import write_bytes_atomic, write_text_atomic
+from rgbench.io import file_sha256, write_bytes_atomic, write_text_atomic
 
 IMAGE_SIZE = 28
 NUM_CLASSES = 10
@@ -36,10 +35,10 @@ PIXEL_STD = 0.3081
 
 @dataclass
 class ReferenceConfig:
-    channels1: int = 32
-    channels2: int = 64
-    hidden: int = 128
-    dropout: float = 0.25
+    channels1: int
+    channels2: int
+    hidden: int
+    dropout: float
 
 
 class ReferenceCNN(nn.Module):
@@ -184,14 +183,6 @@ class ReferenceClassifier:
     def features(self, images: np.ndarray) -> np.ndarray:
         """(N, D) penultimate-layer features (float64), D = config.hidden."""
         return self._run(images, "features")
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def checksum_path(path: str | os.PathLike) -> Path:

@@ -13,15 +13,16 @@ import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from rgbench.io import save_npz_atomic
+from rgbench.config import build
+from rgbench.io import file_sha256, save_npz_atomic
 from rgbench.models.glonet import DepthNet, DepthNetConfig, weight_one_norms
-from rgbench.results import finite_or_none, params_fingerprint, write_metrics
+from rgbench.results import finite_or_none, params_fingerprint, provenance, write_metrics
 from rgbench.runtime import describe_device, get_logger, pick_device, seed_everything
 from rgbench.training import FitResult, TensorBatches, epoch_permutation, fit
 
@@ -32,21 +33,21 @@ OPTIMIZERS = ("adam", "sgd")
 
 
 @dataclass
-class TrainConfig:
+class GloNetRunConfig:
     """Everything that decides a run's numbers (the checkpoint fingerprint hashes it)."""
 
-    model: str = "GloNet"
-    depth: int = 10
-    features: int = 256
-    epochs: int = 3
-    batch_size: int = 256
-    lr: float = 0.01
-    optimizer: str = "adam"
-    momentum: float = 0.9
-    seed: int = 0
-    train_limit: int = 0  # 0: the whole train split
-    test_limit: int = 0  # 0: the whole test set
-    grid: str = "main"  # which grid of the config the run belongs to
+    grid: str  # which grid of the config the run belongs to
+    model: str
+    depth: int
+    features: int
+    epochs: int
+    batch_size: int
+    lr: float
+    optimizer: str
+    momentum: float
+    seed: int
+    train_limit: int  # 0: the whole train split
+    test_limit: int  # 0: the whole test set
 
     def __post_init__(self) -> None:
         if self.optimizer not in OPTIMIZERS:
@@ -90,7 +91,7 @@ def load_data(mnist28: str | os.PathLike, train_limit: int = 0, test_limit: int 
     )
 
 
-def make_optimizer(model: torch.nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+def make_optimizer(model: torch.nn.Module, config: GloNetRunConfig) -> torch.optim.Optimizer:
     # The fused kernels do one pass over all parameters instead of one per tensor, which
     # matters for 100+ small tensors on a CPU (about 2x per epoch at depth 10).
     if config.optimizer == "adam":
@@ -138,14 +139,14 @@ def layer_statistics(model: DepthNet, x: torch.Tensor, y: torch.Tensor, batch_si
 
 @dataclass
 class RunResult:
-    config: TrainConfig
+    config: GloNetRunConfig
     model: DepthNet
     fit: FitResult
     test_accuracy: float
     curves: dict[str, list[float | None]] = field(default_factory=dict)
 
 
-def train(config: TrainConfig, data: Data, device: torch.device | str = "cpu",
+def train(config: GloNetRunConfig, data: Data, device: torch.device | str = "cpu",
           checkpoint_path: str | os.PathLike | None = None, description: str | None = None) -> RunResult:
     """Train one network; a non-finite loss ends the run with ``diverged`` set, not an error."""
     device = torch.device(device)
@@ -200,17 +201,18 @@ def _as_float_array(values: list[float | None]) -> np.ndarray:
     return np.array([math.nan if v is None else v for v in values], dtype=np.float64)
 
 
-def run_job(
+def train_job(
+    config: Mapping[str, Any] | GloNetRunConfig,
     mnist28: str | os.PathLike,
     metrics_path: str | os.PathLike,
     arrays_path: str | os.PathLike,
     run_id: str,
-    config: TrainConfig,
     device: str = "auto",
-    keep_checkpoint: bool = False,
 ) -> dict[str, Any]:
     """One Snakemake job: train, measure, write ``metrics.json`` and ``arrays.npz``."""
     started = time.perf_counter()
+    if not isinstance(config, GloNetRunConfig):
+        config = build(GloNetRunConfig, config)
     torch_device = pick_device(device)
     data = load_data(mnist28, config.train_limit, config.test_limit, torch_device)
     checkpoint = Path(metrics_path).parent / "checkpoint.pt"
@@ -236,10 +238,6 @@ def run_job(
         "seconds_per_epoch": result.fit.train_seconds / max(epochs_run, 1),
         "diverged": bool(result.fit.diverged),
         "diverged_epoch": diverged_epoch,
-        "epochs_run": epochs_run,
-        "n_train": len(data.train_x),
-        "n_test": len(data.test_x),
-        "n_params": n_params,
         "usage_layers_for_90pct": layers_for_fraction(stats["layer_usage"], 0.9),
         "best_early_exit_k": best_exit_k(stats["early_exit_accuracy"]),
     }
@@ -253,13 +251,14 @@ def run_job(
         metrics=metrics,
         wall_seconds=time.perf_counter() - started,
         device=describe_device(torch_device),
+        provenance=provenance(n_train=len(data.train_x), n_val=0, n_test=len(data.test_x),
+                              data_sha256=file_sha256(mnist28), n_params=n_params, epochs_run=epochs_run),
         extra={"curves": curves, "resumed_from_epoch": result.fit.resumed_from_epoch,
                **{key: _json_list(value) for key, value in stats.items()}},
     )
-    if not keep_checkpoint:
-        # metrics.json is the finished result; a stale checkpoint would only make a forced
-        # rerun skip training.
-        checkpoint.unlink(missing_ok=True)
+    # metrics.json is the finished result; a stale checkpoint would only make a forced
+    # rerun skip training.
+    checkpoint.unlink(missing_ok=True)
     log.info("%s: test accuracy %.4f, diverged=%s, %.1f s training", run_id, result.test_accuracy,
              result.fit.diverged, result.fit.train_seconds)
     return record

@@ -19,7 +19,8 @@ from __future__ import annotations
 import math
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from dataclasses import asdict, dataclass
 from typing import Any, Mapping
 
 import numpy as np
@@ -28,11 +29,12 @@ import torch.nn as nn
 
 from rgbench.data.mnist import train_mask
 from rgbench.data.preprocess import level_values
-from rgbench.io import atomic_path, load_npz, read_json, save_npz_atomic, write_json_atomic
+from rgbench.config import build
+from rgbench.io import atomic_path, file_sha256, load_npz, read_json, save_npz_atomic, write_json_atomic
 from rgbench.models.potts import (IndependentModel, PottsConfig, PottsModel, PottsRBM, PottsRBMConfig,
                                   ais_potts, ais_rbm, integrated_autocorrelation_time, steps_to_coherence)
 from rgbench.models.potts_samplers import CheckerboardGibbs
-from rgbench.results import finite_or_none, params_fingerprint, write_metrics
+from rgbench.results import finite_or_none, params_fingerprint, provenance, write_metrics
 from rgbench.runtime import describe_device, get_logger, pick_device, progress, seed_everything
 from rgbench.training import TensorBatches, epoch_permutation, fit
 
@@ -46,16 +48,16 @@ EPOCH_GRID = 16  # chains shown per epoch in the training figure
 
 @dataclass
 class PCDConfig:
-    epochs: int = 3
-    batch_size: int = 100
-    lr: float = 0.01
-    chains: int = 500
-    sweeps: int = 1  # k: Gibbs sweeps per parameter update
-    persistent: bool = True  # False: CD-k, chains restart from the data batch
-    hidden: int = 128  # potts_rbm only
+    epochs: int
+    batch_size: int
+    lr: float
+    chains: int
+    sweeps: int  # k: Gibbs sweeps per parameter update
+    persistent: bool  # False: CD-k, chains restart from the data batch
+    hidden: int | None = None  # potts_rbm only (the config's `rbm` block has it, `pcd` has not)
 
     def __post_init__(self) -> None:
-        for name in ("epochs", "batch_size", "chains", "sweeps", "hidden"):
+        for name in ("epochs", "batch_size", "chains", "sweeps"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if not self.lr > 0:
@@ -63,37 +65,30 @@ class PCDConfig:
 
 
 @dataclass
-class RunConfig:
-    model: str = "potts"
-    seed: int = 0
-    limit_train: int = 0  # 0: the whole train split
-    limit_test: int = 0
-    smoothing: float = 1.0  # add-alpha counts of the independent model
-    pcd: PCDConfig = field(default_factory=PCDConfig)
+class PottsRunConfig:
+    """One run's hand-off: the model, its seed, the data limits and its training block
+    (the config's `rbm` block for potts_rbm, `pcd` for the grid models)."""
+
+    model: str
+    seed: int
+    train_limit: int  # 0: the whole train split
+    test_limit: int
+    smoothing: float  # add-alpha counts of the independent model
+    pcd: PCDConfig
 
     def __post_init__(self) -> None:
         if self.model not in MODELS:
             raise ValueError(f"model must be one of {MODELS}, got {self.model!r}")
-        if isinstance(self.pcd, Mapping):
-            self.pcd = PCDConfig(**self.pcd)
 
 
-def run_config(section: Mapping[str, Any], model: str, seed: int) -> RunConfig:
-    """The run's settings from the config section (potts_rbm trains with the ``rbm`` block)."""
-    block = section["rbm"] if model == "potts_rbm" else section["pcd"]
-    return RunConfig(model=model, seed=seed, limit_train=section["limit_train"], limit_test=section["limit_test"],
-                     smoothing=section["smoothing"], pcd=PCDConfig(**block))
-
-
-def table_params(section: Mapping[str, Any], model: str) -> dict[str, Any]:
+def table_params(cfg: PottsRunConfig) -> dict[str, Any]:
     """The parameters a table row shows next to its metrics."""
-    block = section["rbm"] if model == "potts_rbm" else section["pcd"]
-    row: dict[str, Any] = {"model": model, "limit_train": section["limit_train"]}
-    if model != "independent":
-        row.update(epochs=block["epochs"], pcd_chains=block["chains"], pcd_sweeps=block["sweeps"],
-                   persistent=block["persistent"], lr=block["lr"])
-    if model == "potts_rbm":
-        row["hidden"] = block["hidden"]
+    row: dict[str, Any] = {"model": cfg.model, "train_limit": cfg.train_limit}
+    if cfg.model != "independent":
+        row.update(epochs=cfg.pcd.epochs, pcd_chains=cfg.pcd.chains, pcd_sweeps=cfg.pcd.sweeps,
+                   persistent=cfg.pcd.persistent, lr=cfg.pcd.lr)
+    if cfg.model == "potts_rbm":
+        row["hidden"] = cfg.pcd.hidden
     return row
 
 
@@ -107,12 +102,12 @@ class LevelData:
     test_y: np.ndarray
 
 
-def load_levels(mnist4: str | os.PathLike, limit_train: int = 0, limit_test: int = 0) -> LevelData:
+def load_levels(mnist4: str | os.PathLike, train_limit: int = 0, test_limit: int = 0) -> LevelData:
     data = load_npz(mnist4)
     keep = np.flatnonzero(train_mask(len(data["train_labels"]), data["val_index"]))
-    if limit_train:
-        keep = keep[:limit_train]
-    stop = limit_test or len(data["test_labels"])
+    if train_limit:
+        keep = keep[:train_limit]
+    stop = test_limit or len(data["test_labels"])
     return LevelData(data["train_levels"][keep], data["train_labels"][keep].astype(np.int64),
                      data["test_levels"][:stop], data["test_labels"][:stop].astype(np.int64))
 
@@ -169,7 +164,7 @@ class PCDTrainer(nn.Module):
         return data_energy - model_energy
 
 
-def build_model(cfg: RunConfig, independent: IndependentModel, class_independent: IndependentModel | None,
+def build_model(cfg: PottsRunConfig, independent: IndependentModel, class_independent: IndependentModel | None,
                 ) -> nn.Module:
     """Every model starts at the independent model (so PCD can only add structure)."""
     if cfg.model == "potts":
@@ -182,16 +177,18 @@ def build_model(cfg: RunConfig, independent: IndependentModel, class_independent
     return rbm
 
 
-def train_job(mnist4: str, model_path: str, samples_path: str, section: Mapping[str, Any], model_name: str,
-              seed: int, device: str = "auto", checkpoint_path: str | None = None) -> dict[str, Any]:
+def train_job(config: Mapping[str, Any], mnist4: str, model_path: str, samples_path: str,
+              device: str = "auto") -> dict[str, Any]:
     """Fit one model and save it (with the AIS base) to ``model_path``; per-epoch chain
-    samples and data/model energies go to ``samples_path``."""
-    cfg = run_config(section, model_name, seed)
+    samples and data/model energies go to ``samples_path``. The per-epoch checkpoint lives
+    beside the model (not an output, so a killed job resumes from it)."""
+    cfg = build(PottsRunConfig, config)
+    checkpoint_path = Path(model_path).parent / "checkpoint.pt"
     seed_everything(cfg.seed)
     torch_device = pick_device(device)
     if torch_device.type != "cpu":
         log.info("Potts training runs on the CPU sampler kernel; device %s is not used", torch_device)
-    data = load_levels(mnist4, cfg.limit_train, cfg.limit_test)
+    data = load_levels(mnist4, cfg.train_limit, cfg.test_limit)
     started = time.perf_counter()
     independent = IndependentModel.fit(data.train_x, alpha=cfg.smoothing)
     class_independent = IndependentModel.fit(data.train_x, data.train_y, classes=CLASSES, alpha=cfg.smoothing)
@@ -244,7 +241,7 @@ def train_job(mnist4: str, model_path: str, samples_path: str, section: Mapping[
         train_seconds = result.train_seconds
     else:
         train_seconds = time.perf_counter() - started
-    payload.update(history=history, train_seconds=train_seconds)
+    payload.update(history=history, train_seconds=train_seconds, n_train=len(data.train_x), n_test=len(data.test_x))
     with atomic_path(model_path) as tmp:
         torch.save(payload, tmp)
     steps = np.concatenate(step_energies)
@@ -276,16 +273,17 @@ def load_trained(model_path: str) -> tuple[str, nn.Module | None, IndependentMod
 
 @dataclass
 class AnalysisConfig:
-    ais_chains: int = 256
-    ais_steps: int = 1000
-    ais_chains_per_class: int = 32
-    ais_steps_per_class: int = 500
-    samples: int = 1000
-    sample_sweeps: int = 300
-    iat_chains: int = 64
-    iat_sweeps: int = 1000
-    pll_images: int = 1000
-    energy_chains: int = 200  # chains whose energy is traced for the coherence curve
+    seed: int
+    ais_chains: int
+    ais_steps: int
+    ais_chains_per_class: int
+    ais_steps_per_class: int
+    samples: int
+    sample_sweeps: int
+    iat_chains: int
+    iat_sweeps: int
+    pll_images: int
+    energy_chains: int  # chains whose energy is traced for the coherence curve
 
 
 @torch.no_grad()
@@ -340,15 +338,16 @@ def _energy_series(model: nn.Module, start: np.ndarray, labels: np.ndarray | Non
 
 
 @torch.no_grad()
-def analyse_job(mnist4: str, model_path: str, analysis_path: str, samples_path: str,
-                settings: Mapping[str, Any], seed: int) -> dict[str, Any]:
+def analyse_job(config: Mapping[str, Any], mnist4: str, model_path: str, analysis_path: str,
+                samples_path: str) -> dict[str, Any]:
     """Likelihood, sampling diagnostics and samples of one trained model."""
-    cfg = AnalysisConfig(**settings)
+    cfg = build(AnalysisConfig, config)
+    seed = cfg.seed
     seed_everything(seed)
     generator = torch.Generator().manual_seed(10_000 + seed)
     kind, model, independent, class_independent, payload = load_trained(model_path)
     run = payload["run"]
-    data = load_levels(mnist4, run["limit_train"], run["limit_test"])
+    data = load_levels(mnist4, run["train_limit"], run["test_limit"])
     started = time.perf_counter()
     test_x = torch.from_numpy(data.test_x)
     test_y = torch.from_numpy(data.test_y)
@@ -443,10 +442,13 @@ def analyse_job(mnist4: str, model_path: str, analysis_path: str, samples_path: 
 
 # ----------------------------------------------------------------------------- quality
 
-def evaluate_job(model_path: str, analysis_path: str, samples_path: str, reference_model: str,
-                 reference_stats: str, metrics_path: str, run_id: str, params: Mapping[str, Any], seed: int,
+def evaluate_job(config: Mapping[str, Any], mnist4: str, model_path: str, analysis_path: str, samples_path: str,
+                 reference_model: str, reference_stats: str, metrics_path: str, run_id: str,
                  device: str = "auto") -> dict[str, Any]:
-    """Judge the samples with the reference classifier and write the run's metrics.json."""
+    """Judge the samples with the reference classifier and write the run's metrics.json.
+    ``config`` is the run's training hand-off (what the table shows beside the metrics)."""
+    cfg = build(PottsRunConfig, config)
+    params, seed = table_params(cfg), cfg.seed
     from rgbench.evaluation.quality import conditional_recognition, sample_quality
     from rgbench.evaluation.reference import load_reference_classifier
 
@@ -471,6 +473,11 @@ def evaluate_job(model_path: str, analysis_path: str, samples_path: str, referen
                  history=[{k: v for k, v in h.items() if isinstance(v, (int, float))} for h in history])
     metrics = {k: (finite_or_none(v) if isinstance(v, float) else v) for k, v in metrics.items()}
     seconds = payload["train_seconds"] + metrics.get("analysis_seconds", 0.0) + time.perf_counter() - started
+    state = payload.get("state_dict") or {}
     write_metrics(metrics_path, experiment=EXPERIMENT, run_id=run_id, params=params, seed=seed, metrics=metrics,
-                  wall_seconds=seconds, device=describe_device(torch_device), extra=extra)
+                  wall_seconds=seconds, device=describe_device(torch_device), extra=extra,
+                  provenance=provenance(n_train=payload["n_train"], n_val=0, n_test=payload["n_test"],
+                                        data_sha256=file_sha256(mnist4),
+                                        n_params=sum(int(v.numel()) for v in state.values()),
+                                        epochs_run=len(history)))
     return metrics

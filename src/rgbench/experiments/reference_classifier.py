@@ -1,6 +1,8 @@
 """Train the reference MNIST classifier and the test-set feature statistics FID uses.
 
-Outputs of one job (``runs/reference_classifier/main/``):
+One job per seed (``runs/reference_classifier/seed-<s>/``); the first seed's classifier is
+the yardstick of every sample-quality number, the others measure the accuracy's spread.
+Outputs of one job:
 - ``model.pt`` + ``model.pt.sha256``: the weights with their config, and their checksum;
 - ``reference_stats.npz``: test-set feature mean/covariance (``mu``, ``sigma``), the
   weights' checksum, and for scale the FID floor (real train vs real test) and the FID
@@ -17,7 +19,7 @@ import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import numpy as np
 import torch
@@ -29,8 +31,9 @@ from rgbench.evaluation.quality import (class_histogram, entropy_nats, frechet_d
 from rgbench.evaluation.reference import (NUM_CLASSES, ReferenceClassifier, ReferenceCNN, ReferenceConfig,
                                           normalise, outlier_images, random_shift, save_reference_classifier,
                                           to_input)
-from rgbench.io import save_npz_atomic
-from rgbench.results import write_metrics
+from rgbench.config import build
+from rgbench.io import file_sha256, save_npz_atomic
+from rgbench.results import provenance, write_metrics
 from rgbench.runtime import describe_device, get_logger, pick_device, seed_everything
 from rgbench.training import TensorBatches, epoch_permutation, fit
 
@@ -39,25 +42,25 @@ log = get_logger("reference_classifier")
 EXPERIMENT = "reference_classifier"
 
 
-@dataclass
-class TrainConfig:
-    seed: int = 0
-    epochs: int = 5
-    batch_size: int = 128
-    lr: float = 3e-3
-    weight_decay: float = 1e-4
-    max_shift: int = 2
-    channels1: int = 16
-    channels2: int = 32
-    hidden: int = 128
-    dropout: float = 0.25
-    outlier_fraction: float = 0.125
-    fid_samples: int = 10000
+# The config keys that decide a run (the rule's hand-off, plus the run's seed).
+TRAIN_KEYS = ("epochs", "batch_size", "lr", "weight_decay", "max_shift", "channels1", "channels2", "hidden",
+              "dropout", "outlier_fraction", "fid_samples")
 
-    @classmethod
-    def from_section(cls, section: dict[str, Any]) -> "TrainConfig":
-        known = set(cls.__dataclass_fields__)
-        return cls(**{k: v for k, v in section.items() if k in known})
+
+@dataclass
+class ReferenceTrainConfig:
+    seed: int
+    epochs: int
+    batch_size: int
+    lr: float
+    weight_decay: float
+    max_shift: int
+    channels1: int
+    channels2: int
+    hidden: int
+    dropout: float
+    outlier_fraction: float
+    fid_samples: int
 
     def model_config(self) -> ReferenceConfig:
         return ReferenceConfig(self.channels1, self.channels2, self.hidden, self.dropout)
@@ -88,11 +91,13 @@ def independent_pixel_samples(train_images: np.ndarray, n: int, seed: int) -> di
     return {"marginal": marginal.reshape(n, side, side), "bernoulli": bernoulli.reshape(n, side, side)}
 
 
-def train_reference_classifier(mnist28: str | os.PathLike, model_path: str | os.PathLike,
-                               stats_path: str | os.PathLike, metrics_path: str | os.PathLike,
-                               section: dict[str, Any], device: str = "auto", preset: str = "custom") -> dict[str, Any]:
+def train_job(config: Mapping[str, Any], mnist28: str | os.PathLike, model_path: str | os.PathLike,
+              stats_path: str | os.PathLike, metrics_path: str | os.PathLike, run_id: str,
+              device: str = "auto") -> dict[str, Any]:
+    """One classifier: train on the train split (epochs checked on validation), then
+    evaluate the test set once; write weights, checksum, FID statistics and metrics.json."""
     started = time.perf_counter()
-    cfg = TrainConfig.from_section(section)
+    cfg = build(ReferenceTrainConfig, config)
     seed_everything(cfg.seed)
     dev = pick_device(device)
     splits = load_splits(mnist28)
@@ -174,9 +179,6 @@ def train_reference_classifier(mnist28: str | os.PathLike, model_path: str | os.
         "val_accuracy": val_accuracy,
         "test_errors": int((test_probs.argmax(1) != splits.test_labels).sum()),
         "train_seconds": result.train_seconds,
-        "epochs": cfg.epochs,
-        "n_train": int(len(splits.train_labels)),
-        "n_test": int(len(splits.test_labels)),
         "fid_floor": fid_floor,
         "fid_independent": baseline_numbers["fid_independent_marginal"],
         **baseline_numbers,
@@ -185,11 +187,13 @@ def train_reference_classifier(mnist28: str | os.PathLike, model_path: str | os.
         "class_entropy_test": entropy_nats(test_histogram),
         "fid_samples": n,
         "sha256": digest,
-        "preset": preset,
     }
     record = write_metrics(
-        metrics_path, experiment=EXPERIMENT, run_id="main", params=asdict(cfg), seed=cfg.seed, metrics=metrics,
-        wall_seconds=time.perf_counter() - started, device=describe_device(dev),
+        metrics_path, experiment=EXPERIMENT, run_id=run_id, params={k: v for k, v in asdict(cfg).items() if k != "seed"},
+        seed=cfg.seed, metrics=metrics, wall_seconds=time.perf_counter() - started, device=describe_device(dev),
+        provenance=provenance(n_train=len(splits.train_labels), n_val=len(splits.val_labels),
+                              n_test=len(splits.test_labels), data_sha256=file_sha256(mnist28),
+                              n_params=sum(p.numel() for p in model.parameters()), epochs_run=len(result.history)),
         extra={"history": [vars(h) for h in result.history], "resumed_from_epoch": result.resumed_from_epoch,
                "test_class_histogram": test_histogram.tolist()},
     )

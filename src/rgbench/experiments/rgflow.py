@@ -12,16 +12,17 @@ from __future__ import annotations
 import math
 import os
 import time
+from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
 import torch
 
 from rgbench.data.celeba import random_flip
-from rgbench.io import load_npz, save_npz_atomic
+from rgbench.io import file_sha256, load_npz, save_npz_atomic
 from rgbench.models.rgflow import (RGFlow, RGFlowConfig, bits_per_dim, count_parameters, dequantise, from_logit,
                                    nll_nats, to_logit)
-from rgbench.results import finite_or_none, params_fingerprint, write_metrics
+from rgbench.results import finite_or_none, params_fingerprint, provenance, write_metrics
 from rgbench.runtime import describe_device, get_logger, pick_device, seed_everything
 from rgbench.training import epoch_permutation, fit, load_checkpoint, save_checkpoint
 
@@ -75,13 +76,17 @@ def encode(model: RGFlow, images: np.ndarray, device: torch.device) -> torch.Ten
     return model(y)[0]
 
 
-def train_run(data_npz: str | os.PathLike, dataset: str, prior: str, section: Mapping[str, Any],
-              model_path: str | os.PathLike, checkpoint_path: str | os.PathLike, device_pref: str = "auto") -> None:
-    """Train one run; writes ``model_path`` (weights, config, per-epoch history and samples)."""
+def train_job(section: Mapping[str, Any], data_npz: str | os.PathLike, model_path: str | os.PathLike,
+              device: str = "auto") -> None:
+    """Train one run (``section``: the rule's hand-off, with the run's dataset and prior);
+    writes ``model_path`` (weights, config, per-epoch history and samples). The per-epoch
+    checkpoint lives beside it and is not an output, so a killed job resumes from it."""
+    dataset, prior = section["dataset"], section["prior"]
+    checkpoint_path = Path(model_path).parent / "checkpoint.pt"
     train = section["train"]
     seed = int(train["seed"])
     seed_everything(seed)
-    device = pick_device(device_pref)
+    device = pick_device(device)
     config = model_config(section, prior)
     model = RGFlow(config).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=train["lr"], weight_decay=train["weight_decay"])
@@ -180,21 +185,21 @@ def temperature_map(model: RGFlow) -> torch.Tensor:
     return torch.where(even, MIX_TEMPERATURE["coarse"], MIX_TEMPERATURE["fine"])
 
 
-def evaluate_run(model_path: str | os.PathLike, data_npz: str | os.PathLike, section: Mapping[str, Any],
-                 run_id: str, metrics_path: str | os.PathLike, arrays_path: str | os.PathLike,
-                 device_pref: str = "auto") -> dict[str, Any]:
+def evaluate_job(section: Mapping[str, Any], model_path: str | os.PathLike, data_npz: str | os.PathLike,
+                 metrics_path: str | os.PathLike, arrays_path: str | os.PathLike, run_id: str,
+                 device: str = "auto") -> dict[str, Any]:
     """Test BPD and the figure arrays of one trained run."""
     started = time.perf_counter()
     spec = section["eval"]
     seed = int(section["train"]["seed"])
     seed_everything(seed)
-    device = pick_device(device_pref)
+    device = pick_device(device)
     state = load_checkpoint(model_path, map_location=device)
     config = RGFlowConfig(**state["config"])
     model = RGFlow(config).to(device)
     model.load_state_dict(state["model"])
     model.eval()
-    _, test_images = load_images(data_npz)
+    train_images, test_images = load_images(data_npz)
     limit = spec["test_images"]
     test = test_images if limit is None else test_images[: int(limit)]
     test_bpd = evaluate_bpd(model, test, int(spec["batch_size"]), device, seed + 2)
@@ -255,13 +260,17 @@ def evaluate_run(model_path: str | os.PathLike, data_npz: str | os.PathLike, sec
     return write_metrics(
         metrics_path, experiment=EXPERIMENT, run_id=run_id, params=params, seed=seed, metrics=metrics,
         wall_seconds=state["train_seconds"] + time.perf_counter() - started, device=state["device"],
+        provenance=provenance(n_train=len(train_images), n_val=int(train["val_images"]), n_test=len(test),
+                              data_sha256=file_sha256(data_npz), n_params=count_parameters(model),
+                              epochs_run=len(history), steps_run=state["steps"]),
         extra={"val_bpd_per_epoch": [h["extra"]["val_bpd"] for h in history],
                "train_loss_per_epoch": [h["train_loss"] for h in history],
                "evaluate_seconds": time.perf_counter() - started},
     )
 
 
-def build_celeba(celeba_dir: str | os.PathLike, output_npz: str | os.PathLike, limit: int | None) -> None:
+def celeba_job(config: Mapping[str, Any], output_npz: str | os.PathLike) -> None:
+    """The CelebA 32x32 cache from the user's directory (``config``: {dir, train_limit})."""
     from rgbench.data.celeba import build_cache
 
-    build_cache(celeba_dir, output_npz, limit=limit)
+    build_cache(config["dir"], output_npz, limit=config["train_limit"] or None)

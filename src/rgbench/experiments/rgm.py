@@ -1,5 +1,8 @@
-"""RGM jobs: fit (SVD, structure learning, active learning), evaluate a protocol,
-draw samples and reconstructions. Scripts in scripts/rgm_*.py call these."""
+"""RGM jobs: train (SVD quantiser, structure learning, active learning), evaluate a
+protocol, draw samples and reconstructions. Scripts in scripts/rgm_*.py call these.
+
+Each job takes its rule's hand-off: a mapping with the ``rgm:`` keys that decide its
+outputs (``seed``, ``hierarchy``, ``learning``, ``data``, ``inference``, ``samples``)."""
 
 from __future__ import annotations
 
@@ -9,11 +12,11 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from rgbench.io import load_npz, read_json, save_npz_atomic, write_json_atomic
+from rgbench.io import file_sha256, load_npz, read_json, save_npz_atomic, write_json_atomic
 from rgbench.models.rgm import (RGM, RGMConfig, accuracy_by_elbo_quantile, confident_half_accuracy,
                                 fit_quantiser)
-from rgbench.results import write_metrics
-from rgbench.runtime import get_logger, progress
+from rgbench.results import provenance, write_metrics
+from rgbench.runtime import describe_device, get_logger, progress
 
 log = get_logger("rgm")
 
@@ -38,7 +41,7 @@ def stream_indices(section: Mapping[str, Any], n_train: int) -> np.ndarray:
     return np.arange(start, start + size)
 
 
-def fit(mnist32: str, subsets: str, out_dir: str | os.PathLike, section: Mapping[str, Any]) -> dict[str, Any]:
+def train_job(section: Mapping[str, Any], mnist32: str, subsets: str, out_dir: str | os.PathLike) -> dict[str, Any]:
     """SVD quantiser on the stream images, structure learning on the exemplars, active
     learning over the stream. Writes model.npz, stream.npz and fit.json in ``out_dir``."""
     started = time.perf_counter()
@@ -126,7 +129,7 @@ def protocol_split(protocol: str, data: Mapping[str, np.ndarray],
     d = section["data"]
     if protocol == "official_test":
         images, labels = data["test_rgm"], data["test_labels"]
-        size = d["test_size"] or len(images)
+        size = d["test_limit"] or len(images)
         return images[:size], labels[:size], f"official test images 1-{min(size, len(images))}"
     if protocol == "paper_slice":
         start, size = d["slice_start"], d["slice_size"]
@@ -141,10 +144,12 @@ def protocol_split(protocol: str, data: Mapping[str, np.ndarray],
     raise ValueError(f"unknown protocol {protocol!r}; expected one of {PROTOCOLS}")
 
 
-def evaluate(protocol: str, mnist32: str, model_npz: str, fit_json: str, metrics_json: str, scores_npz: str,
-             section: Mapping[str, Any], device: str, params_extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """Classify a protocol's test images: accuracy, confident-half accuracy, ELBO."""
+def evaluate_job(section: Mapping[str, Any], mnist32: str, model_npz: str, fit_json: str, metrics_json: str,
+                 scores_npz: str) -> dict[str, Any]:
+    """Classify a protocol's test images (``section["protocol"]``): accuracy,
+    confident-half accuracy, ELBO."""
     started = time.perf_counter()
+    protocol = section["protocol"]
     model = load_model(model_npz, section)
     summary = read_json(fit_json)
     images, labels, described = protocol_split(protocol, load_npz(mnist32), section)
@@ -154,13 +159,11 @@ def evaluate(protocol: str, mnist32: str, model_npz: str, fit_json: str, metrics
                                 progress=lambda it: progress(it, desc=f"rgm {protocol}", unit="batch"))
     infer_seconds = time.perf_counter() - t0
     correct = pred == labels
-    quantiles = accuracy_by_elbo_quantile(correct, elbo, section["figures"]["elbo_bins"])
+    quantiles = accuracy_by_elbo_quantile(correct, elbo, 10)
     save_npz_atomic(scores_npz, pred=pred, labels=labels, elbo=elbo, correct=correct)
     metrics = {
         "protocol": protocol,
         "test_set": described,
-        "n_test": int(len(labels)),
-        "n_train": summary["n_train"],
         "test_accuracy": float(correct.mean()),
         "confident_half_accuracy": confident_half_accuracy(correct, elbo),
         "mean_elbo": float(elbo.mean()),
@@ -174,19 +177,21 @@ def evaluate(protocol: str, mnist32: str, model_npz: str, fit_json: str, metrics
     }
     log.info("%s: accuracy %.4f, confident half %.4f on %d images", protocol, metrics["test_accuracy"],
              metrics["confident_half_accuracy"], len(labels))
-    params = dict(params_extra or {})
-    write_metrics(metrics_json, experiment="rgm", run_id=protocol, params=params, seed=section["seed"],
+    write_metrics(metrics_json, experiment="rgm", run_id=protocol, params={}, seed=section["seed"],
                   metrics=metrics, wall_seconds=time.perf_counter() - started + summary["wall_seconds"],
-                  device=device, extra={"accuracy_by_elbo_decile": quantiles.tolist(),
+                  device=describe_device("cpu"),
+                  provenance=provenance(n_train=summary["n_train"], n_val=0, n_test=len(labels),
+                                        data_sha256=file_sha256(mnist32), n_params=None),
+                  extra={"accuracy_by_elbo_decile": quantiles.tolist(),
                                         "states_per_level": summary["states_per_level"]})
     return metrics
 
 
-def samples(mnist32: str, model_npz: str, out_npz: str, section: Mapping[str, Any]) -> None:
+def samples_job(section: Mapping[str, Any], mnist32: str, model_npz: str, out_npz: str) -> None:
     """Arrays for the figures: reconstructions from each level of some test images,
     samples per class, and predictive images along a mixture of two digits."""
     model = load_model(model_npz, section)
-    fig = section["figures"]
+    fig = section["samples"]
     rng = np.random.default_rng(section["seed"])
     data = load_npz(mnist32)
     n_rec = fig["n_reconstruct"]

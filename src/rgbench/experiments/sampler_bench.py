@@ -27,9 +27,10 @@ from typing import Any, Callable, Mapping
 import numpy as np
 import torch
 
+from rgbench.config import build
 from rgbench.models.potts import PottsConfig, PottsModel
 from rgbench.models.potts_samplers import CheckerboardGibbs, sequential_gibbs
-from rgbench.results import write_metrics
+from rgbench.results import provenance, write_metrics
 from rgbench.runtime import describe_device, get_logger, pick_device, seed_everything
 
 log = get_logger("sampler_bench")
@@ -242,7 +243,21 @@ def run_bench(implementation: str, chains: int, seconds_per_run: float, repeats:
             "torch_threads": torch.get_num_threads()}
 
 
-def bench_job(output: str, implementation: str, chains: int, section: Mapping[str, Any], device: str = "auto") -> dict:
+@dataclass
+class SamplerRunConfig:
+    implementation: str
+    chains: int
+    seconds_per_run: float
+    repeats: int
+    seed: int
+
+
+def run_job(config: Mapping[str, Any], output: str, run_id: str, device: str = "auto") -> dict:
+    """Time one implementation at one chain count; write the run's metrics.json. The
+    benchmark is single-process CPU work (a GPU is used only by the torch path when asked)."""
+    cfg = build(SamplerRunConfig, config)
+    implementation, chains = cfg.implementation, cfg.chains
+    section = {"seed": cfg.seed, "seconds_per_run": cfg.seconds_per_run, "repeats": cfg.repeats}
     seed_everything(section["seed"])
     # the block sampler's kernel is a CPU kernel; on GPUs the tensor path runs there
     torch_device = pick_device(device) if implementation in ("block", "block_torch") else torch.device("cpu")
@@ -250,10 +265,12 @@ def bench_job(output: str, implementation: str, chains: int, section: Mapping[st
     metrics = run_bench(implementation, chains, section["seconds_per_run"], section["repeats"], section["seed"],
                         torch_device)
     log.info("%s chains=%d sweeps=%d: %.4f flips/ns", implementation, chains, metrics["sweeps"], metrics["flips_per_ns"])
-    write_metrics(output, experiment=EXPERIMENT, run_id=f"impl-{implementation}_chains-{chains}",
+    write_metrics(output, experiment=EXPERIMENT, run_id=run_id,
                   params={"implementation": implementation, "chains": chains}, seed=section["seed"],
                   metrics=metrics, wall_seconds=time.perf_counter() - started,
-                  device=describe_device(torch_device))
+                  device=describe_device(torch_device),
+                  provenance=provenance(n_train=0, n_val=0, n_test=0, data_sha256="none: random Potts model",
+                                        n_params=SITES * 4 + 2))
     return metrics
 
 

@@ -20,7 +20,7 @@ The experiments, each reduced to numbers:
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -29,7 +29,8 @@ import torch
 import torch.nn.functional as F
 
 from rgbench.data.mnist import MnistSplits, load_splits
-from rgbench.io import atomic_path, read_json, save_npz_atomic, write_json_atomic
+from rgbench.config import build
+from rgbench.io import atomic_path, file_sha256, read_json, save_npz_atomic, write_json_atomic
 from rgbench.models.spatial_rgm import (
     GRID,
     SpatialRGM,
@@ -41,7 +42,7 @@ from rgbench.models.spatial_rgm import (
     tau_at,
     window_mask,
 )
-from rgbench.results import params_fingerprint, write_metrics
+from rgbench.results import params_fingerprint, provenance, write_metrics
 from rgbench.runtime import describe_device, get_logger, pick_device, seed_everything
 from rgbench.training import TensorBatches, epoch_permutation, fit
 
@@ -51,14 +52,13 @@ TEMPERATURE_SWEEP = (1.0, 0.7, 0.5, 0.3)
 
 
 @dataclass
-class TrainConfig:
-    epochs: int = 5
-    seed: int = 0
-    batch_size: int = 128
-    lr: float = 2e-3
-    limit_train: int = 0  # 0: the whole train split
-    eval_batch_size: int = 1000
-    lr_schedule: str = "constant"  # or "cosine": decay to 0 over all steps (helps most in few epochs)
+class SpatialTrainConfig:
+    """The config's ``train`` block (epochs and seed come from the run)."""
+
+    batch_size: int
+    lr: float
+    eval_batch_size: int
+    lr_schedule: str  # "constant" or "cosine": decay to 0 over all steps (helps most in few epochs)
 
     def __post_init__(self) -> None:
         if self.lr_schedule not in ("constant", "cosine"):
@@ -66,33 +66,43 @@ class TrainConfig:
 
 
 @dataclass
-class EvalConfig:
-    samples_per_digit: int = 100
-    prior_temperature: float = 1.0  # p(z1 | z2) logits are divided by it before sampling
-    locality_images: int = 20
-    locality_alternatives: int = 4
-    global_images: int = 500
-    figure_examples: int = 8
-    figure_samples: int = 10  # per digit in the conditional-samples figure
-    limit_test: int = 0  # 0: the whole test set
-    seed: int = 0
+class SpatialRunConfig:
+    """The training job's hand-off: the run (epochs, seed), the data limit and the blocks."""
+
+    epochs: int
+    seed: int
+    train_limit: int  # 0: the whole train split
+    train: SpatialTrainConfig
+    model: dict[str, Any]
+    loss: dict[str, Any]
+    gumbel: dict[str, Any]
 
 
-def _pick(cls: type, values: Mapping[str, Any]) -> Any:
-    names = {f.name for f in fields(cls)}
-    unknown = set(values) - names
-    if unknown:
-        raise ValueError(f"unknown {cls.__name__} keys: {sorted(unknown)}")
-    return cls(**dict(values))
+@dataclass
+class SpatialEvalConfig:
+    """The config's ``evaluation`` block."""
+
+    samples_per_digit: int
+    prior_temperature: float  # p(z1 | z2) logits are divided by it before sampling
+    locality_images: int
+    locality_alternatives: int
+    global_images: int
+    figure_examples: int
+    figure_samples: int  # per digit in the conditional-samples figure
+    seed: int
 
 
-def model_config_from(section: Mapping[str, Any]) -> SpatialRGMConfig:
-    merged = {**section.get("model", {}), **section.get("loss", {}), **section.get("gumbel", {})}
-    return _pick(SpatialRGMConfig, merged)
+@dataclass
+class SpatialEvaluateConfig:
+    """The evaluation job's hand-off."""
+
+    test_limit: int  # 0: the whole test set
+    evaluation: SpatialEvalConfig
 
 
-def run_name(epochs: int, seed: int) -> str:
-    return f"epochs-{epochs}_seed-{seed}"
+def model_config_from(run: SpatialRunConfig | Mapping[str, Any]) -> SpatialRGMConfig:
+    blocks = run if isinstance(run, Mapping) else {"model": run.model, "loss": run.loss, "gumbel": run.gumbel}
+    return build(SpatialRGMConfig, {**blocks["model"], **blocks["loss"], **blocks["gumbel"]})
 
 
 def to_tensor_images(images: np.ndarray) -> torch.Tensor:
@@ -135,15 +145,16 @@ def load_model(path: str | Path, device: torch.device | str = "cpu") -> SpatialR
     return model.to(device).eval()
 
 
-def train(mnist28: str | Path, model_path: str | Path, train_json: str | Path, section: Mapping[str, Any],
-          epochs: int, seed: int, device_preference: str = "auto") -> dict[str, Any]:
+def train_job(config: Mapping[str, Any], mnist28: str | Path, model_path: str | Path, train_json: str | Path,
+              device: str = "auto") -> dict[str, Any]:
     """Train one Spatial RGM; write the model and training metrics (checkpoint beside them)."""
     started = time.perf_counter()
-    tcfg = _pick(TrainConfig, {**section.get("train", {}), "epochs": epochs, "seed": seed})
-    mcfg = model_config_from(section)
-    device = pick_device(device_preference)
+    run = build(SpatialRunConfig, config)
+    tcfg, epochs, seed = run.train, run.epochs, run.seed
+    mcfg = model_config_from(run)
+    device = pick_device(device)
     seed_everything(seed)
-    splits = load_splits(mnist28, limit_train=tcfg.limit_train or None)
+    splits = load_splits(mnist28, limit_train=run.train_limit or None)
     x_train = to_tensor_images(splits.train_images)
     y_train = torch.from_numpy(splits.train_labels.astype(np.int64))
     x_val = to_tensor_images(splits.val_images)
@@ -154,14 +165,14 @@ def train(mnist28: str | Path, model_path: str | Path, train_json: str | Path, s
     model = SpatialRGM(mcfg).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=tcfg.lr)
     batches_per_epoch = int(np.ceil(len(x_train) / tcfg.batch_size))
-    total_steps = max(tcfg.epochs * batches_per_epoch, 1)
+    total_steps = max(epochs * batches_per_epoch, 1)
     state = {"step": 0}
     scheduler = (torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps)
                  if tcfg.lr_schedule == "cosine" else None)
 
     def make_batches(epoch: int) -> TensorBatches:
         state["step"] = epoch * batches_per_epoch  # the schedule is a function of position, so resume is exact
-        order = epoch_permutation(len(x_train), tcfg.seed, epoch)
+        order = epoch_permutation(len(x_train), seed, epoch)
         return TensorBatches((x_train, y_train), tcfg.batch_size, order=order)
 
     def loss_fn(batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
@@ -175,19 +186,21 @@ def train(mnist28: str | Path, model_path: str | Path, train_json: str | Path, s
         model.train()
         return {"val_accuracy": scores["accuracy"], "val_accuracy_soft_codes": scores["accuracy_soft"],
                 "val_recon_mse": scores["recon_mse"],
-                "tau": tau_at(mcfg, (epoch + 1) / tcfg.epochs)}
+                "tau": tau_at(mcfg, (epoch + 1) / epochs)}
 
-    params = {"train": asdict(tcfg), "model": asdict(mcfg)}
-    result = fit(model, optimizer, make_batches, loss_fn, tcfg.epochs,
+    params = {"train": asdict(tcfg), "model": asdict(mcfg), "train_limit": run.train_limit}
+    result = fit(model, optimizer, make_batches, loss_fn, epochs,
                  checkpoint_path=Path(model_path).parent / "checkpoint.pt", on_epoch_end=on_epoch_end, scheduler=scheduler,
                  description=f"spatial_rgm seed {seed}", fingerprint=params_fingerprint(params))
     history = [asdict(h) if not isinstance(h, dict) else h for h in result.history]
     seconds = [h["seconds"] for h in history]
     record = {
-        "epochs": tcfg.epochs,
+        "epochs": epochs,
         "seed": seed,
         "parameters": parameter_count(model),
         "n_train": len(x_train),
+        "n_val": len(x_val),
+        "epochs_run": len(history),
         "train_seconds": result.train_seconds,
         "seconds_per_epoch": float(np.mean(seconds)) if seconds else float("nan"),
         "diverged": result.diverged,
@@ -198,7 +211,7 @@ def train(mnist28: str | Path, model_path: str | Path, train_json: str | Path, s
         "threads": torch.get_num_threads(),
         "wall_seconds": time.perf_counter() - started,
     }
-    save_model(model, model_path, extra={"seed": seed, "epochs": tcfg.epochs})
+    save_model(model, model_path, extra={"seed": seed, "epochs": epochs})
     write_json_atomic(train_json, record)
     log.info("trained %d parameters, %.1f s/epoch, val accuracy %.4f", record["parameters"],
              record["seconds_per_epoch"], record["val_accuracy"])
@@ -303,21 +316,22 @@ def window_area_share(windows: torch.Tensor, shape: tuple[int, int] = (28, 28)) 
 
 
 # --- the evaluation job ---------------------------------------------------------------------
-def evaluate(model_path: str | Path, train_json: str | Path, mnist28: str | Path, reference_model: str | Path,
-             metrics_path: str | Path, arrays_path: str | Path, section: Mapping[str, Any],
-             device_preference: str = "auto") -> dict[str, Any]:
+def evaluate_job(config: Mapping[str, Any], model_path: str | Path, train_json: str | Path, mnist28: str | Path,
+                 reference_model: str | Path, metrics_path: str | Path, arrays_path: str | Path, run_id: str,
+                 device: str = "auto") -> dict[str, Any]:
     """Run the three experiments on a trained model; write metrics.json and the figure arrays."""
     from rgbench.evaluation.quality import conditional_recognition
     from rgbench.evaluation.reference import load_reference_classifier
 
     started = time.perf_counter()
-    ecfg = _pick(EvalConfig, section.get("evaluation", {}))
-    device = pick_device(device_preference)
+    evaluate_cfg = build(SpatialEvaluateConfig, config)
+    ecfg = evaluate_cfg.evaluation
+    device = pick_device(device)
     seed_everything(ecfg.seed)
     trained = read_json(train_json)
     model = load_model(model_path, device)
     clf = load_reference_classifier(reference_model, device=device)
-    splits: MnistSplits = load_splits(mnist28, limit_train=1, limit_test=ecfg.limit_test or None)
+    splits: MnistSplits = load_splits(mnist28, limit_train=1, limit_test=evaluate_cfg.test_limit or None)
     x_test = to_tensor_images(splits.test_images)
     y_test = torch.from_numpy(splits.test_labels.astype(np.int64))
     num_codes, classes = model.config.codes, model.config.classes
@@ -377,9 +391,6 @@ def evaluate(model_path: str | Path, train_json: str | Path, mnist28: str | Path
         "global_changed_share": global_changed,
         "seconds_per_epoch": float(trained["seconds_per_epoch"]),
         "train_seconds": float(trained["train_seconds"]),
-        "parameters": int(trained["parameters"]),
-        "n_train": int(trained["n_train"]),
-        "n_test": len(x_test),
         "val_accuracy": float(trained["val_accuracy"]),
         "prior_temperature": ecfg.prior_temperature,
         "diverged": bool(trained["diverged"]),
@@ -406,14 +417,18 @@ def evaluate(model_path: str | Path, train_json: str | Path, mnist28: str | Path
     write_metrics(
         metrics_path,
         experiment=EXPERIMENT,
-        run_id=run_name(int(trained["epochs"]), int(trained["seed"])),
-        params={"epochs": int(trained["epochs"]), **trained["params"]["train"],
+        run_id=run_id,
+        params={"epochs": int(trained["epochs"]), "train_limit": trained["params"]["train_limit"],
+                **trained["params"]["train"],
                 **{f"model_{k}": v for k, v in trained["params"]["model"].items()},
-                **{f"eval_{k}": v for k, v in asdict(ecfg).items()}},
+                **{f"eval_{k}": v for k, v in asdict(ecfg).items()}, "test_limit": evaluate_cfg.test_limit},
         seed=int(trained["seed"]),
         metrics=metrics,
         wall_seconds=float(trained["wall_seconds"]) + eval_seconds,
         device=describe_device(device),
+        provenance=provenance(n_train=trained["n_train"], n_val=trained["n_val"], n_test=len(x_test),
+                              data_sha256=file_sha256(mnist28), n_params=trained["parameters"],
+                              epochs_run=trained["epochs_run"]),
         extra={"history": trained["history"], "per_digit_recognition": per_digit_recognition.tolist(),
                "per_digit_diversity": diversity, "eval_seconds": eval_seconds,
                "prior_temperature_sweep": temperature_sweep,

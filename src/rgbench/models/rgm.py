@@ -271,9 +271,6 @@ class RGM:
     def n_levels(self) -> int:
         return len(self.a)
 
-    def state_counts(self) -> list[list[int]]:
-        return [v.sum(axis=1).tolist() for v in self.valid]
-
     # -- structure learning ---------------------------------------------------------
 
     def canonical_codes(self, codes: np.ndarray) -> np.ndarray:

@@ -16,7 +16,7 @@ Loss (every weight in :class:`SpatialRGMConfig`):
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Callable, Iterable
 
 import torch
@@ -29,19 +29,21 @@ IMAGE = 28
 
 @dataclass
 class SpatialRGMConfig:
-    codes: int = 32  # categories per z1 cell
-    classes: int = 10  # z2 concepts
-    channels1: int = 32
-    channels2: int = 64
-    enc2_hidden: int = 64
-    dec2_hidden: int = 64
-    dec1_channels: int = 64
-    recon_weight: float = 1.0
-    class_weight: float = 1.0
-    kl_weight: float = 0.1
-    tau_start: float = 1.0  # Gumbel temperature, annealed geometrically to tau_end
-    tau_end: float = 1.0
-    straight_through: bool = False  # hard one-hot forward, soft gradient, while training
+    """The config's model, loss and gumbel blocks merged (no defaults: config.yaml has them)."""
+
+    codes: int  # categories per z1 cell
+    classes: int  # z2 concepts
+    channels1: int
+    channels2: int
+    enc2_hidden: int
+    dec2_hidden: int
+    dec1_channels: int
+    recon_weight: float
+    class_weight: float
+    kl_weight: float
+    tau_start: float  # Gumbel temperature, annealed geometrically to tau_end
+    tau_end: float
+    straight_through: bool  # hard one-hot forward, soft gradient, while training
 
     def __post_init__(self) -> None:
         for name in ("codes", "classes", "channels1", "channels2", "enc2_hidden", "dec2_hidden", "dec1_channels"):
@@ -150,10 +152,6 @@ def loss_terms(model: SpatialRGM, x: torch.Tensor, y: torch.Tensor, tau: float) 
 
 def parameter_count(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
-
-
-def config_dict(config: SpatialRGMConfig) -> dict:
-    return asdict(config)
 
 
 # --- receptive windows -------------------------------------------------------------------

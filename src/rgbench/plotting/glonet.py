@@ -13,7 +13,7 @@ import pandas as pd
 from matplotlib.ticker import FormatStrFormatter, MaxNLocator
 
 from rgbench.io import load_npz
-from rgbench.plotting.style import new_figure, save
+from rgbench.plotting.style import new_figure, save, use_dpi
 
 MODEL_ORDER = ("GloNet", "MLP", "ResMLP")
 
@@ -172,8 +172,9 @@ def early_exit(table: pd.DataFrame, arrays: Mapping[str, dict[str, np.ndarray]],
     save(fig, path)
 
 
-def draw_all(table_csv: str | os.PathLike, arrays: Sequence[str | os.PathLike],
-             outputs: Mapping[str, str | os.PathLike]) -> None:
+def figures_job(config: Mapping[str, Any], table_csv: str | os.PathLike, arrays: Sequence[str | os.PathLike],
+                outputs: Mapping[str, str | os.PathLike]) -> None:
+    use_dpi(config["dpi"])
     table, by_run = load_runs(table_csv, arrays)
     accuracy_vs_depth(table, outputs["accuracy_vs_depth"])
     learning_curves(table, by_run, outputs["learning_curves"])

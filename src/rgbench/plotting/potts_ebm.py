@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import os
-from typing import Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 
 from rgbench.data.preprocess import level_values
 from rgbench.io import load_npz
-from rgbench.plotting.style import new_figure, save, show_grid
+from rgbench.plotting.style import new_figure, save, show_grid, use_dpi
 
 
 def _grey(levels: np.ndarray) -> np.ndarray:
@@ -77,17 +77,11 @@ def nll_figure(table_csv: str | os.PathLike, output: str | os.PathLike) -> None:
     save(fig, output)
 
 
-def sampler_figure(table_csv: str | os.PathLike, output: str | os.PathLike) -> None:
-    """flips/ns (log scale) against chains for each sampler (sampler_bench table)."""
-    table = pd.read_csv(table_csv).sort_values("chains")
-    fig, axes = new_figure(1, 1, width=5.5, height=3.6)
-    ax = axes[0, 0]
-    for implementation, rows in table.groupby("implementation", sort=False):
-        ax.plot(rows["chains"], rows["flips_per_ns"], marker="o", label=implementation)
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.set_xlabel("parallel chains")
-    ax.set_ylabel("flips per ns (median run)")
-    ax.axhline(0.1, color="grey", linestyle=":", label="target 0.1 at 1,024 chains")
-    ax.legend()
-    save(fig, output)
+def figures_job(config: Mapping[str, Any], table_csv: str | os.PathLike, sample_files: Sequence[str],
+                epoch_files: Sequence[str], outputs: Mapping[str, str | os.PathLike]) -> None:
+    """The three figures: samples per model, training curves of the trained models, NLL."""
+    use_dpi(config["dpi"])
+    models = list(config["models"])
+    samples_figure(sample_files, models, outputs["samples"])
+    training_figure(epoch_files, [m for m in models if m != "independent"], outputs["training"])
+    nll_figure(table_csv, outputs["nll"])

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import os
-from typing import Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 
 from rgbench.io import load_npz
-from rgbench.plotting.style import image_grid, new_figure, save
+from rgbench.plotting.style import image_grid, new_figure, save, use_dpi
 
 
 def _title(run_id: str) -> str:
@@ -108,8 +108,11 @@ def draw_bpd(table: pd.DataFrame, arrays: Sequence[Mapping[str, np.ndarray]], ru
     save(fig, path)
 
 
-def draw_all(table_csv: str | os.PathLike, array_paths: Sequence[str], run_ids: Sequence[str],
-             outputs: Mapping[str, str]) -> None:
+def figures_job(config: Mapping[str, Any], table_csv: str | os.PathLike, array_paths: Sequence[str],
+                outputs: Mapping[str, str]) -> None:
+    """Every RG-Flow figure; ``config["run_ids"]`` names the runs the array files belong to."""
+    use_dpi(config["dpi"])
+    run_ids = list(config["run_ids"])
     if len(array_paths) != len(run_ids):
         raise ValueError(f"{len(array_paths)} array files for {len(run_ids)} runs")
     arrays = [load_npz(p) for p in array_paths]

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
 from rgbench.io import load_npz
 from rgbench.models.rgm import accuracy_by_elbo_quantile
-from rgbench.plotting.style import image_grid, new_figure, save
+from rgbench.plotting.style import image_grid, new_figure, save, use_dpi
 
 
 def show_grid(ax, images: np.ndarray, ncols: int, title: str | None = None) -> None:
@@ -89,13 +89,16 @@ def accepted(stream_npz: str, output: str | os.PathLike, window: int = 500) -> N
     save(fig, output)
 
 
-def draw(figure: str, inputs: Sequence[str], output: str | os.PathLike) -> None:
+def figure_job(config: Mapping[str, Any], inputs: Sequence[str], output: str | os.PathLike) -> None:
+    """One figure, named by ``config["figure"]``; accuracy_elbo reads ``config["elbo_bins"]``."""
+    use_dpi(config["dpi"])
+    figure = config["figure"]
     if figure == "reconstructions":
         reconstructions(inputs[0], output)
     elif figure == "generated":
         generated(inputs[0], output)
     elif figure == "accuracy_elbo":
-        accuracy_elbo(inputs, output)
+        accuracy_elbo(inputs, output, n_bins=config["elbo_bins"])
     elif figure == "accepted":
         accepted(inputs[0], output)
     else:

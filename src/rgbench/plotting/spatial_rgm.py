@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import os
-from typing import Callable
+from typing import Any, Callable, Mapping
 
 import numpy as np
 from matplotlib.colors import ListedColormap
 from matplotlib.patches import Rectangle
 
 from rgbench.io import load_npz
-from rgbench.plotting.style import image_grid, new_figure, save
+from rgbench.plotting.style import image_grid, new_figure, save, use_dpi
 
 
 def abstraction(arrays_path: str | os.PathLike, output: str | os.PathLike) -> None:
@@ -107,3 +107,11 @@ FIGURES: dict[str, Callable[[str | os.PathLike, str | os.PathLike], None]] = {
     "conditional_samples": conditional_samples,
     "locality": locality,
 }
+
+
+def figure_job(config: Mapping[str, Any], arrays_path: str | os.PathLike, output: str | os.PathLike) -> None:
+    """One figure, named by ``config["figure"]``, from the evaluation's arrays."""
+    use_dpi(config["dpi"])
+    if config["figure"] not in FIGURES:
+        raise ValueError(f"unknown spatial_rgm figure {config['figure']!r}; expected one of {sorted(FIGURES)}")
+    FIGURES[config["figure"]](arrays_path, output)

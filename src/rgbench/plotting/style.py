@@ -14,15 +14,23 @@ import numpy as np  # noqa: E402
 
 from rgbench.io import save_figure_atomic  # noqa: E402
 
-DPI = 130
 PALETTE = "colorblind"
+_dpi = 130  # set per figure job from the config's `figures.dpi` (use_dpi)
+
+
+def use_dpi(dpi: int) -> None:
+    """Resolution of every figure this process draws from now on (config `figures.dpi`)."""
+    global _dpi
+    if not 50 <= int(dpi) <= 600:
+        raise ValueError(f"dpi must be in [50, 600], got {dpi}")
+    _dpi = int(dpi)
 
 
 def apply_style() -> None:
     import seaborn as sns
 
     sns.set_theme(context="notebook", style="whitegrid", palette=PALETTE)
-    plt.rcParams.update({"figure.dpi": DPI, "savefig.dpi": DPI, "savefig.bbox": "tight",
+    plt.rcParams.update({"figure.dpi": _dpi, "savefig.dpi": _dpi, "savefig.bbox": "tight",
                          "axes.titlesize": 11, "axes.labelsize": 10, "legend.fontsize": 9})
 
 

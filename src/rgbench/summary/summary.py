@@ -24,8 +24,8 @@ import jinja2
 import pandas as pd
 
 from rgbench.io import read_json, write_text_atomic
-from rgbench.report.patterns import wildcard_regex
-from rgbench.report.rulegraph import parse_dot, render_svg, stage_colours
+from rgbench.summary.patterns import wildcard_regex
+from rgbench.summary.rulegraph import parse_dot, render_svg, stage_colours
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 MAX_TABLE_ROWS = 400

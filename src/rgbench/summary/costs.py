@@ -17,7 +17,7 @@ from typing import Any, Mapping
 import pandas as pd
 
 from rgbench.io import atomic_path, read_json
-from rgbench.report.patterns import fill, wildcard_regex
+from rgbench.summary.patterns import fill, wildcard_regex
 
 JOB_COLUMNS = ["experiment", "rule", "job", "wall_s", "cpu_s", "peak_mem_mb", "device", "benchmark"]
 SUMMARY_COLUMNS = ["experiment", "jobs", "wall_s", "cpu_s", "peak_mem_mb", "devices"]
