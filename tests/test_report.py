@@ -321,13 +321,14 @@ def wide_figure(path: Path, width_px: int = 1300, height_px: int = 500) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, axes = plt.subplots(figsize=(width_px / 100, height_px / 100), dpi=100)
-    axes.plot([6, 24, 50], [0.98, 0.97, 0.96], "o-", label="GloNet")
-    axes.plot([6, 24, 50], [0.97, 0.9, 0.4], "s-", label="MLP")
-    axes.legend()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
+    with plt.style.context("default"):  # whatever another test's figures set
+        figure, axes = plt.subplots(figsize=(width_px / 100, height_px / 100), dpi=100)
+        axes.plot([6, 24, 50], [0.98, 0.97, 0.96], "o-", label="GloNet")
+        axes.plot([6, 24, 50], [0.97, 0.9, 0.4], "s-", label="MLP")
+        axes.legend()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        figure.savefig(path, dpi=100, bbox_inches=None)
+        plt.close(figure)
 
 
 def scorecard_results(root: Path) -> dict:
