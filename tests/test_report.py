@@ -192,6 +192,19 @@ def test_wildcard_regex_and_caption_lookup(tmp_path: Path) -> None:
     assert found == declared and wildcards["depth"] == "6"
 
 
+def test_captions_become_plain_paragraphs() -> None:
+    text = ("Test accuracy\n=============\n\n.. note:: ignored\n\n"
+            "Test **accuracy** of ``GloNet`` at depth {{ snakemake.wildcards.depth }} on the\n"
+            ":math:`10^4` test images (preset {{ snakemake.config['preset'] }}).\n\n"
+            "The dashed line is `the paper <https://example.org>`_'s value.\n")
+    assert caption_paragraphs(text, {"depth": "6"}, {"preset": "smoke"}) == [
+        "Test accuracy of GloNet at depth 6 on the 10^4 test images (preset smoke).",
+        "The dashed line is the paper's value."]
+    assert caption_paragraphs("{{ snakemake.params.unknown.deeper }} Samples.") == ["Samples."]
+    assert caption_paragraphs("Bad {% if %} template {{ x }}.") == ["Bad template ."]  # markup dropped, text kept
+    assert caption_paragraphs("") == []
+
+
 def test_table_page(fake_results: Path, tmp_path: Path) -> None:
     rows = write_table_page(fake_results / "tables" / "claims.csv", tmp_path / "claims.html", title="Claims")
     page = (tmp_path / "claims.html").read_text()

@@ -116,17 +116,8 @@ def caption_paragraphs(text: str, wildcards: Mapping[str, str] | None = None, co
         if len(lines) == 2 and set(lines[1]) <= set("=-~^*#+'\"`:.") and lines[1]:
             continue
         plain = _LINK.sub(r"\1", _LITERAL.sub(r"\1", _ROLE.sub(r"\1", " ".join(lines))))
-        paragraphs.append(_EMPH.sub(r"\2", plain).strip())
+        paragraphs.append(" ".join(_EMPH.sub(r"\2", plain).split()))
     return [p for p in paragraphs if p]
-
-
-def caption_reading(text: str, wildcards: Mapping[str, str] | None = None, config: Any = None) -> str:
-    """The first sentence of a caption, as plain text."""
-    paragraphs = caption_paragraphs(text, wildcards, config)
-    if not paragraphs:
-        return ""
-    sentence = re.match(r"(.+?[.!?])(\s|$)", paragraphs[0])
-    return (sentence.group(1) if sentence else paragraphs[0]).strip()
 
 
 def find_caption(figure: str, experiment: str, caption_patterns: Sequence[tuple[str, str]],
