@@ -1,4 +1,4 @@
-"""The human summary page results/report/index.html."""
+"""The human summary page results/report/index.html (the reproduction scorecard)."""
 import sys
 from pathlib import Path
 
@@ -13,7 +13,9 @@ with snakemake_job(snakemake, torch_threads=False) as job:  # noqa: F821
         job.output[0],
         results_dir=settings["results_dir"],
         experiments=settings["experiments"],
+        scorecards=job.input.scorecards,
         claims_csv=job.input.claims,
+        targets_csv=job.input.targets,
         costs_csv=job.input.costs,
         costs_summary_csv=job.input.costs_summary,
         rulegraph_dot=job.input.rulegraph,
@@ -24,5 +26,6 @@ with snakemake_job(snakemake, torch_threads=False) as job:  # noqa: F821
         config=job.workflow_config,
         use_graphviz=settings["graphviz"],
         max_table_rows=settings["max_table_rows"],
+        thumbnail_px=settings["thumbnail_px"],
     )
     get_logger("report").info("summary page: %s", info)

@@ -1,20 +1,25 @@
-"""The summary page in headless Chromium: images decode, no console errors, claims shown.
+"""The scorecard page in headless Chromium, on a 1400 px screen and a 400 px phone:
+every scorecard readable without horizontal scrolling and on the first screen, every
+image decoded, no console errors, nothing fetched from the network.
 
 Skipped where Chromium or chromedriver is not installed (Debian: `.ci/install_browser.sh`).
+RGBENCH_REPORT_PAGE names a page the pipeline built (default results/report/index.html);
+RGBENCH_SCREENSHOTS, when set, is where the first screen at each width is saved
+(CI: results/report/screenshots/, for a reviewer to look at).
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
-import pandas as pd
 import pytest
 
 from helpers import tiny_png
 from rgbench.summary.browser import WebDriver, check_page, find_chromium, headless_chromium
 from rgbench.summary.summary import build_summary_page
-
+from test_report import scorecard_results
 
 pytestmark = [
     pytest.mark.browser,
@@ -22,6 +27,7 @@ pytestmark = [
 ]
 
 ROOT = Path(__file__).resolve().parents[1]
+SCREENS = {"wide": (1400, 900), "phone": (400, 860)}
 
 
 @pytest.fixture(scope="module")
@@ -31,54 +37,75 @@ def browser() -> WebDriver:
         yield session
 
 
-def test_summary_page_loads_in_headless_chromium(tmp_path: Path, browser: WebDriver) -> None:
-    results = tmp_path / "results"
-    (results / "tables").mkdir(parents=True)
-    pd.DataFrame({"claim_id": ["a", "b"], "source": ["s", "s"], "claim": ["x", "y"], "anchor_value": [1.0, 2.0],
-                  "measured_value": [1.0, None], "config": ["default", "smoke"],
-                  "verdict": ["reproduced", "not_run"], "note": ["", "smoke preset"]}
-                 ).to_csv(results / "tables" / "claims.csv", index=False)
-    pd.DataFrame({"model": ["GloNet"], "test_accuracy": [0.98]}).to_csv(results / "tables" / "glonet.csv", index=False)
-    sizes = {"wide": (23, 5), "square": (8, 8), "tall": (3, 17)}
-    for name, size in sizes.items():
-        (results / "figures" / "glonet").mkdir(parents=True, exist_ok=True)
-        (results / "figures" / "glonet" / f"{name}.png").write_bytes(tiny_png(*size))
-    page = results / "report" / "index.html"
-    build_summary_page(page, results_dir=results, preset="default", repo_root=tmp_path,
-                       claims_csv=results / "tables" / "claims.csv",
-                       experiments={"glonet": {"table": results / "tables" / "glonet.csv",
-                                               "figures": [results / "figures" / "glonet" / f"{n}.png" for n in sizes]}})
-    seen = check_page(page, browser=browser)
+def assert_readable(seen: dict, width: int, cards: int | None = None) -> None:
+    """What a reader needs from the page at one screen width."""
     assert seen["brokenImages"] == []
-    assert {img["alt"].split(": ")[1]: (img["naturalWidth"], img["naturalHeight"]) for img in seen["images"]} == sizes
     assert seen["consoleErrors"] == []
     assert seen["externalResources"] == []
-    assert seen["claimsRows"] == 2
-    assert seen["claimsHeader"][:2] == ["claim_id", "claim"] and "verdict" in seen["claimsHeader"]
-    assert seen["sections"][0] == "claims"
+    viewport = seen["viewport"]
+    assert viewport["width"] == width
+    assert viewport["scrollWidth"] <= viewport["clientWidth"], "the page scrolls sideways"
+    assert seen["cards"], "no scorecards on the page"
+    if cards is not None:
+        assert len(seen["cards"]) == cards
+    for card in seen["cards"]:
+        assert card["left"] >= 0 and card["right"] <= viewport["clientWidth"], f"{card['id']} leaves the screen"
+        assert card["scrollWidth"] <= card["clientWidth"], f"{card['id']} scrolls sideways"
+        assert card["sticking"] == [], f"{card['id']}: {card['sticking'][:3]} stick out of the card"
+    # the first screen shows the scorecards: the first card starts in its upper half
+    assert seen["sections"][0] == "scorecards"
+    assert seen["cards"][0]["top"] < viewport["height"] / 2
 
 
-def test_the_check_sees_a_broken_image_and_a_console_error(tmp_path: Path, browser: WebDriver) -> None:
+@pytest.mark.parametrize("screen", SCREENS)
+def test_scorecards_are_readable_at_every_width(tmp_path: Path, browser: WebDriver, screen: str) -> None:
+    width, height = SCREENS[screen]
+    arguments = scorecard_results(tmp_path)
+    arguments["use_graphviz"] = shutil.which("dot") is not None  # its legend is the page's widest line
+    page = arguments["results_dir"] / "report" / "index.html"
+    build_summary_page(page, **arguments)
+    seen = check_page(page, screenshot=tmp_path / "first-screen.png", browser=browser, width=width, height=height)
+    assert_readable(seen, width, cards=4)
+    glonet = seen["cards"][0]
+    assert glonet["id"] == "card-glonet" and glonet["thumbnail"] == "GloNet depth study: accuracy vs depth"
+    assert glonet["badges"] == ["✓ reproduced", "✗ not reproduced", "? inconclusive", "○ not run", "○ not run"]
+    # thumbnail + 3 figures, each decoded at its own size
+    sizes = {img["alt"]: (img["naturalWidth"], img["naturalHeight"]) for img in seen["images"]}
+    assert sizes["glonet: accuracy_vs_depth"] == (1300, 500) and sizes["glonet: learning_curves"] == (30, 20)
+    assert sizes["GloNet depth study: accuracy vs depth"] == (560, 215)
+    assert (tmp_path / "first-screen.png").stat().st_size > 5_000
+
+
+def test_the_check_sees_a_broken_image_a_console_error_and_a_wide_card(tmp_path: Path, browser: WebDriver) -> None:
     page = tmp_path / "broken.html"
     (tmp_path / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\n not really a png")
     (tmp_path / "good.png").write_bytes(tiny_png(4, 4))
-    page.write_text('<!DOCTYPE html><html><head><link rel="icon" href="data:,"></head><body>'
+    page.write_text('<!DOCTYPE html><html><head><meta name="viewport" content="width=device-width, initial-scale=1">'
+                    '<link rel="icon" href="data:,"></head><body>'
+                    '<section id="scorecards"><article class="card" id="card-x" style="width: 300px">'
+                    '<pre style="width: 900px">a very long unbreakable command line</pre></article></section>'
                     '<img src="good.png" alt="good"><img src="bad.png" alt="bad">'
                     '<script>console.error("deliberate failure")</script></body></html>')
-    seen = check_page(page, browser=browser)
+    seen = check_page(page, browser=browser, width=400, height=800)
     assert [img["alt"] for img in seen["brokenImages"]] == ["bad"]
     assert any("deliberate failure" in entry["message"] for entry in seen["consoleErrors"])
-    assert seen["claimsRows"] == 0
+    assert seen["cards"][0]["sticking"] == ["PRE."]
+    assert seen["viewport"]["scrollWidth"] > seen["viewport"]["clientWidth"]
+    with pytest.raises(AssertionError):
+        assert_readable(seen, 400)
 
 
-def test_pipeline_summary_page(tmp_path: Path, browser: WebDriver) -> None:
-    """The page the last pipeline run wrote (RGBENCH_REPORT_PAGE, default results/report/index.html)."""
+@pytest.mark.parametrize("screen", SCREENS)
+def test_pipeline_summary_page(tmp_path: Path, browser: WebDriver, screen: str) -> None:
+    """The page the last pipeline run wrote: its first screen at each width is saved."""
     page = Path(os.environ.get("RGBENCH_REPORT_PAGE", ROOT / "results" / "report" / "index.html"))
     if not page.exists():
         pytest.skip(f"{page} does not exist: run the pipeline first")
-    seen = check_page(page, screenshot=tmp_path / "index.png", browser=browser)
-    assert seen["brokenImages"] == []
-    assert seen["consoleErrors"] == []
-    assert seen["externalResources"] == []
-    assert seen["claimsRows"] > 0 and seen["sections"][0] == "claims"
-    assert (tmp_path / "index.png").stat().st_size > 10_000
+    width, height = SCREENS[screen]
+    folder = Path(os.environ.get("RGBENCH_SCREENSHOTS") or tmp_path)
+    folder.mkdir(parents=True, exist_ok=True)
+    screenshot = folder / f"index-{width}px.png"
+    seen = check_page(page, screenshot=screenshot, browser=browser, width=width, height=height)
+    assert_readable(seen, width)
+    assert len(seen["cards"]) >= 6  # five seed documents and the reference classifier
+    assert screenshot.stat().st_size > 10_000

@@ -73,12 +73,16 @@ rule report_experiment_table:
         R("tables/{table}.csv"),
     output:
         report(
-            R("report/tables/{table}.html"), caption="../../report/pipeline/experiment_table.rst", category="{table}"
+            R("report/tables/{table}.html"),
+            caption="../../report/pipeline/experiment_table.rst",
+            category="{table}",
+            subcategory="tables",
+            labels={"table": "one row per run", "experiment": "{table}"},
         ),
     log:
         LOG("report_table", "{table}"),
     wildcard_constraints:
-        table="|".join(EXPERIMENTS) or "none",
+        table=one_of(EXPERIMENTS),
     localrule: True
     conda:
         "../../envs/report.yaml"
@@ -93,9 +97,21 @@ rule report_experiment_table:
 
 rule report_claims_table:
     input:
-        R("tables/claims.csv"),
+        claims=R("tables/claims.csv"),
+        targets=R("tables/targets.csv"),
     output:
-        report(R("report/tables/claims.html"), caption="../../report/pipeline/claims.rst", category="summary"),
+        report(
+            R("report/tables/claims.html"),
+            caption="../../report/pipeline/claims.rst",
+            category="summary",
+            labels={"table": "published claims", "experiment": "all"},
+        ),
+        report(
+            R("report/tables/targets.html"),
+            caption="../../report/pipeline/targets.rst",
+            category="summary",
+            labels={"table": "project targets", "experiment": "all"},
+        ),
     log:
         LOG("report_table", "claims"),
     localrule: True
@@ -105,7 +121,7 @@ rule report_claims_table:
     resources:
         **family_resources("report"),
     params:
-        config={"titles": ["Claims: published values against ours"]},
+        config={"titles": ["Published claims against our measurements", "The project's own targets (not claims)"]},
     script:
         "../../scripts/report_table.py"
 
@@ -116,9 +132,17 @@ rule report_costs_table:
         rules.report_costs.output.jobs,
     output:
         report(
-            R("report/tables/costs_by_experiment.html"), caption="../../report/pipeline/costs.rst", category="summary"
+            R("report/tables/costs_by_experiment.html"),
+            caption="../../report/pipeline/costs.rst",
+            category="summary",
+            labels={"table": "cost per experiment", "experiment": "all"},
         ),
-        report(R("report/tables/costs.html"), caption="../../report/pipeline/costs_jobs.rst", category="summary"),
+        report(
+            R("report/tables/costs.html"),
+            caption="../../report/pipeline/costs_jobs.rst",
+            category="summary",
+            labels={"table": "cost per job", "experiment": "all"},
+        ),
     log:
         LOG("report_table", "costs"),
     localrule: True
@@ -138,11 +162,19 @@ rule report_page:
         tables=lambda wildcards: [R(f"tables/{name}.csv") for name in enabled_experiments()],
         figures=lambda wildcards: all_figures(),
         claims=R("tables/claims.csv"),
+        targets=R("tables/targets.csv"),
         costs=rules.report_costs.output.jobs,
         costs_summary=rules.report_costs.output.summary,
         rulegraph=rules.report_rulegraph.output[0],
+        scorecards=lambda wildcards: report_scorecards(),
+        captions=lambda wildcards: report_caption_files(),
     output:
-        R("report/index.html"),
+        report(
+            R("report/index.html"),
+            caption="../../report/pipeline/index.rst",
+            category="summary",
+            labels={"table": "scorecard page (index.html)", "experiment": "all"},
+        ),
     log:
         LOG("report_page"),
     benchmark:
@@ -163,6 +195,7 @@ rule report_page:
             "repo_root": str(Path(workflow.basedir)),
             "graphviz": config["report"]["graphviz"],
             "max_table_rows": config["report"]["max_table_rows"],
+            "thumbnail_px": config["report"]["thumbnail_px"],
         },
     script:
         "../../scripts/report_page.py"

@@ -10,7 +10,7 @@ def report_targets():
     if not enabled("report"):
         return []
     tables = [R(f"report/tables/{name}.html") for name in enabled_experiments()]
-    tables += [R("report/tables/costs.html"), R("report/tables/claims.html")]
+    tables += [R("report/tables/costs.html"), R("report/tables/claims.html"), R("report/tables/targets.html")]
     return tables + [R("report/index.html")]
 
 
@@ -45,6 +45,16 @@ def report_caption_patterns():
                 path = caption.get_path_or_uri(secret_free=True) if hasattr(caption, "get_path_or_uri") else caption
                 patterns.append([str(item), str(path)])
     return patterns
+
+
+def report_scorecards():
+    """The page's data file (report.scorecards), relative to the checkout."""
+    return str(Path(workflow.basedir) / config["report"]["scorecards"])
+
+
+def report_caption_files():
+    """The caption files that exist: the page quotes them, so an edit rebuilds it."""
+    return sorted({path for _, path in report_caption_patterns() if Path(path).exists()})
 
 
 def report_upstream():

@@ -1,7 +1,8 @@
 """Load a page in headless Chromium through chromedriver and report what the browser saw.
 
-A dozen WebDriver calls over HTTP with urllib: enough to open a file, run a script in
-the page, read the console log and take a screenshot, without Selenium.
+A dozen WebDriver calls over HTTP with urllib: enough to open a file at a given
+viewport width, run a script in the page, read the console log and take a screenshot,
+without Selenium.
 """
 
 from __future__ import annotations
@@ -35,6 +36,22 @@ return {
   claimsHeader: Array.from(document.querySelectorAll('#claims-table thead th')).map(th => th.textContent),
   sections: Array.from(document.querySelectorAll('section')).map(s => s.id),
   height: document.documentElement.scrollHeight,
+  viewport: {width: window.innerWidth, height: window.innerHeight,
+             clientWidth: document.documentElement.clientWidth,
+             scrollWidth: document.documentElement.scrollWidth},
+  // every scorecard: where it sits, and anything inside it that sticks out to the right
+  cards: Array.from(document.querySelectorAll('.card')).map(card => {
+    const box = card.getBoundingClientRect();
+    const sticking = Array.from(card.querySelectorAll('*')).filter(el => {
+      const r = el.getBoundingClientRect();
+      return r.width > 0 && r.right > box.right + 1;
+    }).map(el => el.tagName + '.' + el.className);
+    return {id: card.id, left: box.left, right: box.right, top: box.top, bottom: box.bottom,
+            scrollWidth: card.scrollWidth, clientWidth: card.clientWidth, sticking: sticking,
+            claims: card.querySelectorAll('.claim').length,
+            badges: Array.from(card.querySelectorAll('.claim .badge')).map(b => b.textContent.trim()),
+            thumbnail: card.querySelector('.thumb img') ? card.querySelector('.thumb img').alt : null};
+  }),
   externalResources: performance.getEntriesByType('resource').map(r => r.name)
       .filter(name => !name.startsWith('data:') && !name.startsWith('file:')),
 };
@@ -84,12 +101,27 @@ class WebDriver:
         """Browser console entries so far (chromedriver's log endpoint)."""
         return self.command("POST", "/se/log", {"type": "browser"}) or []
 
+    def cdp(self, cmd: str, params: dict | None = None) -> Any:
+        """A Chrome DevTools Protocol command through chromedriver."""
+        return self.command("POST", "/goog/cdp/execute", {"cmd": cmd, "params": params or {}})
+
+    def viewport(self, width: int, height: int) -> None:
+        """Lay the page out as a ``width`` x ``height`` px screen (a phone's when narrow).
+
+        Device emulation rather than a window size: a headless window has a minimum
+        width and browser chrome, an emulated screen is exactly what it says.
+        """
+        self.cdp("Emulation.setDeviceMetricsOverride",
+                 {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": width < 600})
+
     def screenshot(self, path: str | os.PathLike, width: int = 1300, height: int | None = None) -> None:
-        """A PNG of the page at ``width`` px; the whole page unless ``height`` is given."""
-        self.command("POST", "/window/rect", {"width": width, "height": 800})
+        """A PNG of the page at ``width`` px: the first ``height`` px (one screen), or the
+        whole page when ``height`` is None."""
         if height is None:  # measured at the final width, since text reflows with it
+            self.viewport(width, 800)
             height = int(self.run("return document.documentElement.scrollHeight"))
-        self.command("POST", "/window/rect", {"width": width, "height": min(max(height, 400), 16000)})
+            height = min(max(height, 400), 16000)
+        self.viewport(width, height)
         Path(path).write_bytes(base64.b64decode(self.command("GET", "/screenshot")))
 
 
@@ -140,9 +172,12 @@ def headless_chromium(browser: str | None = None, chromedriver: str | None = Non
 
 
 def check_page(path: str | os.PathLike, screenshot: str | os.PathLike | None = None,
-               browser: WebDriver | None = None) -> dict[str, Any]:
-    """Open ``path`` headless; return the page probe plus console errors and broken images.
+               browser: WebDriver | None = None, width: int = 1400, height: int = 900,
+               full_page: bool = False) -> dict[str, Any]:
+    """Open ``path`` headless on a ``width`` x ``height`` screen; return the page probe
+    plus console errors and broken images.
 
+    ``screenshot`` saves the first screen as PNG (the whole page with ``full_page``).
     ``browser`` reuses an open session (one Chromium start for several pages); the
     console log is read, and so emptied, before the page is opened.
     """
@@ -150,6 +185,7 @@ def check_page(path: str | os.PathLike, screenshot: str | os.PathLike | None = N
         if browser is None:
             browser = stack.enter_context(headless_chromium())
         browser.console()  # drop what earlier pages logged
+        browser.viewport(width, height)
         browser.open(Path(path).resolve().as_uri())
         # data: images decode asynchronously; wait (briefly) until every one is complete
         deadline = time.monotonic() + 20
@@ -160,7 +196,7 @@ def check_page(path: str | os.PathLike, screenshot: str | os.PathLike | None = N
         probe = browser.run(PAGE_PROBE)
         console = browser.console()
         if screenshot:
-            browser.screenshot(screenshot)
+            browser.screenshot(screenshot, width, None if full_page else height)
     probe["consoleErrors"] = [entry for entry in console if entry.get("level") == "SEVERE"]
     probe["console"] = console
     probe["brokenImages"] = [img for img in probe["images"] if not img["complete"] or img["naturalWidth"] <= 0]

@@ -4,12 +4,15 @@ Snakemake writes one TSV per job under ``benchmarks/<rule>/<wildcards...>.tsv`` 
 the columns ``s`` (wall seconds), ``max_rss`` (MB), ``cpu_time`` (seconds) and more;
 a job benchmarked with ``repeat`` has several rows. The device comes from the
 ``metrics.json`` of the same run when one can be matched, since benchmark files do
-not record it.
+not record it. Nor do they record when a job ran: Snakemake writes the file as the job
+ends, so its modification time is taken as the job's end and that minus the job's wall
+seconds (all repeats) as its start (``started`` / ``finished``, UTC).
 """
 
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import os
 from pathlib import Path
 from typing import Any, Mapping
@@ -19,7 +22,8 @@ import pandas as pd
 from rgbench.io import atomic_path, read_json
 from rgbench.summary.patterns import fill, wildcard_regex
 
-JOB_COLUMNS = ["experiment", "rule", "job", "wall_s", "cpu_s", "peak_mem_mb", "device", "benchmark"]
+JOB_COLUMNS = ["experiment", "rule", "job", "wall_s", "cpu_s", "peak_mem_mb", "device", "started", "finished",
+               "benchmark"]
 SUMMARY_COLUMNS = ["experiment", "jobs", "wall_s", "cpu_s", "peak_mem_mb", "devices"]
 
 
@@ -40,7 +44,19 @@ def read_benchmark(path: str | os.PathLike) -> dict[str, float]:
         "wall_s": float(numeric["s"].mean()),
         "cpu_s": float(numeric["cpu_time"].mean()),
         "peak_mem_mb": float(numeric["max_rss"].max()),
+        "elapsed_s": float(numeric["s"].sum()),
     }
+
+
+def _utc(timestamp: float) -> str:
+    return dt.datetime.fromtimestamp(timestamp, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def job_times(path: str | os.PathLike, elapsed_s: float) -> tuple[str, str]:
+    """(started, finished) of the job that wrote a benchmark file, as UTC ISO strings."""
+    finished = Path(path).stat().st_mtime
+    started = finished - elapsed_s if elapsed_s == elapsed_s else finished  # NaN: unknown length
+    return _utc(started), _utc(finished)
 
 
 def _run_devices(results_dir: Path) -> dict[tuple[str, str], str]:
@@ -135,12 +151,13 @@ def collect_costs(results_dir: str | os.PathLike, rule_stages: Mapping[str, str]
             job = Path(*relative.parts[1:]).with_suffix("").as_posix()
         experiment = stage_of_rule(rule, rule_stages, experiments)
         cost = read_benchmark(path)
+        started, finished = job_times(path, cost.pop("elapsed_s"))
         # the same spelling as the workflow's patterns: "<results_dir>/benchmarks/..."
         device = device_from_rule(f"{results_dir}/benchmarks/{relative.as_posix()}", rule_runs.get(rule))
         if device is None:
             device = job_devices(experiment, job, devices)
         rows.append({"experiment": experiment, "rule": rule, "job": job, **cost, "device": device,
-                     "benchmark": relative.as_posix()})
+                     "started": started, "finished": finished, "benchmark": relative.as_posix()})
     jobs = pd.DataFrame(rows, columns=JOB_COLUMNS)
     return jobs, summarise_costs(jobs)
 
