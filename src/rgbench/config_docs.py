@@ -120,7 +120,9 @@ def render(schema_path: str | Path, config_path: str | Path) -> str:
 
 
 def main() -> None:
-    sys.stdout.write(render(ROOT / "workflow" / "schemas" / "config.schema.yaml", ROOT / "config.yaml"))
+    """Render the reference of the checkout in the current directory (a worktree's own)."""
+    root = Path.cwd() if (Path.cwd() / "workflow" / "schemas").is_dir() else ROOT
+    sys.stdout.write(render(root / "workflow" / "schemas" / "config.schema.yaml", root / "config.yaml"))
 
 
 if __name__ == "__main__":

@@ -50,8 +50,8 @@ OPTIONAL_KEYS = ("where", "baseline", "min_seeds", "run_with")
 ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 CONTRACT_COLUMNS = ["claim_id", "source", "claim", "anchor_value", "measured_value", "spread", "n_seeds", "config",
                     "verdict", "note"]
-COLUMNS = CONTRACT_COLUMNS + ["experiment", "column", "rule", "threshold", "ci_low", "ci_high", "protocol",
-                              "run_with"]
+COLUMNS = CONTRACT_COLUMNS + ["experiment", "column", "rule", "tolerance", "threshold", "ci_low", "ci_high",
+                              "protocol", "run_with"]
 CONFIDENCE = 0.95
 DEFAULT_MIN_SEEDS = 3
 # Columns that mark a failed run: a claim with such a row among its runs is not reproduced.
@@ -468,7 +468,7 @@ def evaluate_claims(claims: Iterable[Claim], tables: Mapping[str, str | os.PathL
             "spread": _round(est.spread) if est and est.spread is not None else None,
             "n_seeds": est.n if est else 0, "config": result.config or f"preset {preset}",
             "verdict": result.verdict, "note": result.note, "experiment": claim.experiment, "column": claim.column,
-            "rule": claim.rule, "threshold": claim.threshold,
+            "rule": claim.rule, "tolerance": claim.tolerance, "threshold": claim.threshold,
             "ci_low": _round(est.low) if est and est.spread is not None else None,
             "ci_high": _round(est.high) if est and est.spread is not None else None,
             "protocol": claim.describe_protocol(), "run_with": claim.run_with,
