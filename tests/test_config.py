@@ -40,7 +40,7 @@ def test_config_yaml_alone_is_complete() -> None:
     # means it sets every key: there is no default anywhere else
     validate(default_config(), SCHEMA, set_default=False)
     incomplete = default_config()
-    del incomplete["glonet"]["lr"]
+    del incomplete["glonet"]["grids"]["seed"]["lr"]
     with pytest.raises(Exception, match="'lr' is a required property"):
         validate(incomplete, SCHEMA, set_default=False)
 
@@ -152,7 +152,7 @@ def _config_dataclasses():
     config = default_config()
     spatial = config["spatial_rgm"]
     return [
-        (GloNetRunConfig, config["glonet"]),
+        (GloNetRunConfig, {**config["glonet"], **config["glonet"]["grids"]["seed"]}),
         (ReferenceTrainConfig, config["reference_classifier"]),
         (ReferenceConfig, config["reference_classifier"]),
         (PottsRunConfig, config["potts_ebm"]),
