@@ -175,19 +175,19 @@ def test_exact_inference_matches_enumeration_on_a_tiny_tree():
             np.testing.assert_allclose(q.sum(axis=2), 1.0, atol=1e-12)
 
 
-def reference_forward(model: RGM, codes: np.ndarray, prune: float | None) -> tuple[np.ndarray, float]:
-    """spm_VBX written out one modality at a time: the class posterior and the summed log Z."""
+def reference_forward(model: RGM, codes: np.ndarray, prune: float | None) -> tuple[np.ndarray, list[float]]:
+    """spm_VBX written out one modality at a time: the class posterior and each level's summed log Z."""
     A = [t.expected() for t in model.levels]
     n_classes = model.config.hierarchy.n_classes
     d_class = np.append(np.full(n_classes, 1.0 / n_classes), 0.0)
     d_top = A[-1][0, 0] @ d_class
     thr = math.exp(-prune) if prune else 0.0
-    F = 0.0
+    F = [0.0, 0.0, 0.0]
+    level = 0
 
     def update(p: np.ndarray, lik: np.ndarray) -> np.ndarray:
-        nonlocal F
         p = np.where(p > thr, p, 0.0) * np.maximum(lik, math.exp(-32))
-        F += max(math.log(p.sum()), -32)
+        F[level] += max(math.log(p.sum()), -32)
         return p / p.sum()
 
     mod = model.modality_codes(codes[None])[0]
@@ -197,9 +197,11 @@ def reference_forward(model: RGM, codes: np.ndarray, prune: float | None) -> tup
         for k in np.flatnonzero(model.mod_valid[f]):
             p = update(p, A[0][f, k, mod[f, k]])
         posts.append(p)
+    level = 1
     p = d_top
     for f, child in enumerate(posts):
         p = update(p, child @ A[1][0, f])                           # ln(A' q) of each child in turn
+    level = 2
     q_class = update(d_class, p @ A[-1][0, 0])
     return q_class[:-1], F
 
@@ -211,7 +213,8 @@ def test_forward_inference_is_spm_vbx_one_modality_at_a_time(prune):
     for i in range(20):
         q_class, F = reference_forward(model, codes[i], prune)
         np.testing.assert_allclose(batch["q_class"][i], q_class, atol=1e-12)
-        assert batch["elbo"][i] == pytest.approx(F, abs=1e-9)
+        np.testing.assert_allclose(batch["elbo_levels"][i], F, atol=1e-9)
+        assert batch["elbo"][i] == pytest.approx(F[1] + F[2], abs=1e-9)   # the demo's: top structure level + class
         single = model.infer_forward(codes[i:i + 1])
         np.testing.assert_allclose(single["q"][0][0], batch["q"][0][i], atol=1e-12)
 
@@ -326,7 +329,7 @@ def test_config_has_no_defaults_and_bad_values_are_named():
     with pytest.raises(ValueError, match="odd"):
         build(RGMConfig, settings(quantiser={"n_bins": 6}))
     with pytest.raises(ValueError, match="spm_forward"):
-        build(RGMConfig, settings(inference={"scheme": "exact", "elbo": "spm_sum_levels"}))
+        build(RGMConfig, settings(inference={"scheme": "exact", "elbo": "spm_demo"}))
     with pytest.raises(KeyError, match="levels"):
         merge(settings(), {"hierarchy": {"levels": 4}})
 

@@ -18,7 +18,10 @@ first port from the demo is a switch whose first value is the demo's choice:
 - inference (:class:`InferenceConfig`): one pass that predicts every factor's prior from
   its parent's prior, then updates beliefs bottom-up, modality after modality, dropping
   states below e^-prune (``scheme: spm_forward``), or exact tree message passing
-  (``exact``); the demo's ELBO is the sum of the levels' log partition functions.
+  (``exact``). Each level's F is the sum of its log partition functions; the demo's ELBO
+  for one image is F of the top structure level plus F of the class level (spm_MDP_VB_XXX
+  restarts its running sum Q.F at every level when T = 1: its try block reads Q.s{L} before
+  that cell exists).
 
 Likelihood tensors are held as "families" (:class:`Tensors`): ``a[p, b, row, col]`` holds
 the counts of outcome ``row`` of tensor ``b`` of factor ``p`` given the parent state
@@ -51,7 +54,7 @@ PRIORS = ("spm2024", "spm_head", "scaled")
 GATES = ("tensor_mi", "accept_all")
 COUNT_RULES = ("full", "top_k")
 SCHEMES = ("spm_forward", "exact")
-ELBOS = ("spm_sum_levels", "exact")
+ELBOS = ("spm_demo", "sum_levels", "exact")
 
 
 def _choice(name: str, value: str, allowed: Sequence[str]) -> None:
@@ -133,14 +136,15 @@ class LearningConfig:
 class InferenceConfig:
     scheme: str              # spm_forward: the demo's single prior-weighted pass; exact: tree message passing
     prune: float | None      # spm_forward: drop states below e^-prune before each update (null: keep all)
-    elbo: str                # which ELBO ranks the confident half: spm_sum_levels or exact log evidence
+    elbo: str                # ranks the confident half: spm_demo (F of the top structure level + class level),
+                             # sum_levels (F of every level) or exact (log evidence)
     batch: int
 
     def __post_init__(self) -> None:
         _choice("scheme", self.scheme, SCHEMES)
         _choice("elbo", self.elbo, ELBOS)
-        if self.elbo == "spm_sum_levels" and self.scheme != "spm_forward":
-            raise ValueError("elbo spm_sum_levels needs scheme spm_forward")
+        if self.elbo != "exact" and self.scheme != "spm_forward":
+            raise ValueError(f"elbo {self.elbo} needs scheme spm_forward")
 
 
 @dataclass
@@ -709,7 +713,9 @@ class RGM:
         """The demo's inference (spm_MDP_VB_XXX with T = 1): priors predicted top-down from
         the parents' priors, then one bottom-up pass of sequential updates; a parent sees
         each child's posterior q through A' q. Returns ``q`` (per structure level,
-        (N, F_l, S_l + 1)), ``q_class`` (N, C) and ``elbo`` = sum over levels of log Z."""
+        (N, F_l, S_l + 1)), ``q_class`` (N, C), ``elbo_levels`` (N, levels + 1): each level's
+        summed log partition functions, and ``elbo``: the demo's (top structure level + class)
+        or, with ``elbo: sum_levels``, their sum."""
         n = len(codes)
         cp = self._pad_classes(class_prior, n)
         priors = self.top_down_priors(cp)
@@ -733,25 +739,27 @@ class RGM:
                 return table[fi[..., None], k, mod[:, :, k, None], index]
 
             q, z = self._sequential(priors[0], lik_batch, k_max, compact_at=(4, 16))
-        qs, elbo = [q], z.sum(axis=1)
+        qs, levels = [q], [z.sum(axis=1)]
         for level, kids in enumerate(self.children, start=1):
             msg = np.maximum(self.levels[level].up(qs[-1][:, kids]), SUPPORT_FLOOR)   # (N, P, B, S + 1)
             q, z = self._sequential(priors[level], lambda b, index: msg[:, :, b], kids.shape[1])
             qs.append(q)
-            elbo = elbo + z.sum(axis=1)
+            levels.append(z.sum(axis=1))
         msg = np.maximum(self.levels[-1].up(qs[-1][:, None]), SUPPORT_FLOOR)  # (N, 1, 1, C + 1)
         q_class, z = self._sequential(cp[:, None, :], lambda b, index: msg[:, :, 0], 1)
-        return {"q": qs, "q_class": q_class[:, 0, :-1], "elbo": elbo + z[:, 0]}
+        levels.append(z[:, 0])
+        levels = np.stack(levels, axis=1)
+        elbo = levels.sum(axis=1) if self.config.inference.elbo == "sum_levels" else levels[:, -2:].sum(axis=1)
+        return {"q": qs, "q_class": q_class[:, 0, :-1], "elbo": elbo, "elbo_levels": levels}
 
     def _level1_log_likelihood(self, mod: np.ndarray) -> np.ndarray:
         """sum_k ln A1[f, k, o_k, s] for outcomes (N, F1, K): (N, F1, S + 1)."""
         level1 = self.levels[0]
         f1, k_max = self.mod_valid.shape
         if len(mod) <= 16:
-            lam = np.zeros((len(mod), f1, level1.a.shape[-1]))
-            for k in range(k_max):
-                lam += np.maximum(_logsafe(level1.observed(k, mod[:, :, k])), LOG_FLOOR) * self.mod_valid[None, :, k, None]
-            return lam
+            inverse = level1.inverse_cols()
+            rows = level1.a[np.arange(f1)[None, :, None], np.arange(k_max)[None, None, :], mod] * inverse[None]
+            return (np.maximum(_logsafe(rows), LOG_FLOOR) * self.mod_valid[None, :, :, None]).sum(axis=2)
         log_a = np.maximum(_logsafe(level1.expected()), LOG_FLOOR) * self.mod_valid[:, :, None, None]
         bins = log_a.shape[2]
         onehot = np.zeros((len(mod), f1, k_max * bins))
@@ -806,19 +814,27 @@ class RGM:
 
     def classify(self, codes: np.ndarray, batch: int | None = None,
                  progress: Any = None) -> dict[str, np.ndarray]:
-        """Predicted class and ELBOs of each image: ``elbo`` (the configured scheme's:
-        the demo's sum of levels for spm_forward) and ``log_evidence`` (exact)."""
+        """Predicted class and ELBOs of each image: ``elbo`` (the configured one),
+        ``spm_elbo`` (the demo's), ``sum_levels`` and ``log_evidence`` (exact)."""
         batch = batch or self.config.inference.batch
-        pred, elbo, exact = [], [], []
+        keys = ("pred", "elbo", "spm_elbo", "sum_levels", "log_evidence")
+        parts: dict[str, list[np.ndarray]] = {key: [] for key in keys}
         starts = range(0, len(codes), batch)
         for start in (progress(starts) if progress else starts):
             chunk = codes[start:start + batch]
-            out = self.infer(chunk)
-            pred.append(out["q_class"].argmax(axis=1))
-            elbo.append(out["elbo"])
-            exact.append(out["elbo"] if self.config.inference.scheme == "exact"
-                         else self.infer_exact(chunk, marginals=False)["elbo"])
-        return {"pred": np.concatenate(pred), "elbo": np.concatenate(elbo), "log_evidence": np.concatenate(exact)}
+            exact = self.infer_exact(chunk, marginals=False)
+            if self.config.inference.scheme == "exact":
+                out = exact
+                levels = np.full((len(chunk), 2), np.nan)
+            else:
+                out = self.infer_forward(chunk)
+                levels = out["elbo_levels"]
+            parts["pred"].append(out["q_class"].argmax(axis=1))
+            parts["spm_elbo"].append(levels[:, -2:].sum(axis=1))
+            parts["sum_levels"].append(levels.sum(axis=1))
+            parts["log_evidence"].append(exact["elbo"])
+            parts["elbo"].append(exact["elbo"] if self.config.inference.elbo == "exact" else out["elbo"])
+        return {key: np.concatenate(value) for key, value in parts.items()}
 
     # -- active learning ------------------------------------------------------------
 
