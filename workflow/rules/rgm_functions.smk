@@ -21,7 +21,12 @@ RGM_DATA = settings(
 )
 # The hand-off of each rule: the rgm keys that decide its outputs.
 RGM_FIT = {
-    fit: settings(RGM, *RGM_MODEL_KEYS, data=settings(RGM_DATA, "exemplars_per_class", "stream_start", "stream_size", "slice_start", "slice_size"), protocol=fit)
+    fit: settings(
+        RGM,
+        *RGM_MODEL_KEYS,
+        data=settings(RGM_DATA, "exemplars_per_class", "stream_start", "stream_size", "slice_start", "slice_size"),
+        protocol=fit,
+    )
     for fit in RGM_FITS
 }
 RGM_RUNS = {
