@@ -111,7 +111,7 @@ def test_structure_learning_is_lossless_on_real_exemplars(mnist_cache_dir):
 
     data = load_npz(mnist_cache_dir / "mnist32_rgm.npz")
     index = load_npz(mnist_cache_dir / "subsets.npz")["exemplar_index"].reshape(-1)
-    config = build(RGMConfig, settings())
+    config = build(RGMConfig, settings(hierarchy={"l1_block": 2}))          # the demo's 3 structure levels
     q = fit_quantiser(data["train_rgm"][:1000], config.quantiser)
     codes = q.encode(data["train_rgm"][index])
     labels = data["train_labels"][index]
@@ -321,7 +321,7 @@ def test_config_has_no_defaults_and_bad_values_are_named():
         assert all(f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
                    for f in dataclasses.fields(cls)), cls
     section = default_config()["rgm"]
-    assert model_config(section).level_sides == [4, 2, 1]
+    assert model_config(section).level_sides == [8, 4, 2, 1]
     with pytest.raises(ConfigError, match="bins"):
         build(RGMConfig, merge(settings(), {"quantiser": {"bins": None}}))
     with pytest.raises(ValueError, match="tiling"):
@@ -351,3 +351,25 @@ def test_confident_half_and_standard_error():
     elbo = np.array([5.0, -3.0, 4.0, 2.0, -1.0, 0.0])
     assert confident_half_accuracy(correct, elbo) == 1.0          # elbo > median (1.0): 5, 4, 2
     assert binomial_se(0.9, 1000) == pytest.approx(math.sqrt(0.09 / 1000))
+
+
+def test_ablation_table_gives_differences_to_the_full_model(tmp_path):
+    from rgbench.experiments.rgm import ablation_table_job
+    from rgbench.results import provenance, write_metrics
+
+    files = []
+    for variant, acc, half in (("full", 0.9, 0.97), ("no_forgetting", 0.85, 0.99)):
+        path = tmp_path / variant / "metrics.json"
+        metrics = {"variant": variant, "test_accuracy": acc, "test_accuracy_se": binomial_se(acc, 2000),
+                   "confident_half_accuracy": half, "confident_half_accuracy_exact_elbo": half,
+                   "accepted_share": 0.3, "top_mi": 2.2, "learn_seconds": 10.0}
+        write_metrics(path, experiment="rgm_ablation", run_id=variant, params={}, seed=None, metrics=metrics,
+                      wall_seconds=1.0, device="cpu",
+                      provenance=provenance(n_train=2000, n_val=2000, n_test=0, data_sha256="x", n_params=None))
+        files.append(str(path))
+    table = ablation_table_job(files, {"full": "the defaults"}, str(tmp_path / "ablation.csv"))
+    row = table.set_index("variant").loc["no_forgetting"]
+    assert row["delta_accuracy"] == pytest.approx(-0.05) and row["delta_confident_half"] == pytest.approx(0.02)
+    assert table.set_index("variant").loc["full", "description"] == "the defaults"
+    with pytest.raises(ValueError, match="full"):
+        ablation_table_job(files[1:], {}, str(tmp_path / "other.csv"))

@@ -265,17 +265,20 @@ def evaluate_job(section: Mapping[str, Any], mnist32: str, model_npz: str, fit_j
 # ablation
 
 
-def ablation_inputs(preprocess: Mapping[str, Any], cache_settings: Mapping[str, Any], mnist28: str,
-                    mnist32: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Training images as the variant's preprocessing makes them: the cache itself when it
-    matches, else rebuilt from the 28x28 cache. Returns (images, labels, val_index)."""
+def ablation_inputs(preprocess: Mapping[str, Any], cache_settings: Mapping[str, Any], mnist28: str, mnist32: str,
+                    rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Training images as the variant's preprocessing makes them (the cache itself when it
+    matches; else rebuilt from the 28x28 cache for ``rows`` only, other rows left 0) and
+    the labels."""
     data = load_npz(mnist32)
     if dict(preprocess) == dict(cache_settings):
-        return data["train_rgm"], data["train_labels"], data["val_index"]
+        return data["train_rgm"], data["train_labels"]
     raw = load_npz(mnist28)["train_images"]
-    images = rgm_ranks(raw, preprocess["size"], preprocess["resize"], preprocess["smoothing_sigma"],
-                       preprocess["boundary"], preprocess["ranks"])
-    return images, data["train_labels"], data["val_index"]
+    rebuilt = rgm_ranks(raw[rows], preprocess["size"], preprocess["resize"], preprocess["smoothing_sigma"],
+                        preprocess["boundary"], preprocess["ranks"])
+    images = np.zeros((len(raw), *rebuilt.shape[1:]), dtype=rebuilt.dtype)
+    images[rows] = rebuilt
+    return images, data["train_labels"]
 
 
 def ablation_job(section: Mapping[str, Any], mnist28: str, mnist32: str, metrics_json: str) -> dict[str, Any]:
@@ -289,11 +292,13 @@ def ablation_job(section: Mapping[str, Any], mnist28: str, mnist32: str, metrics
     preprocess = merge(section["preprocess"], overrides.pop("preprocess", {}))
     settings = merge({key: section[key] for key in MODEL_KEYS}, overrides)
     config = build(RGMConfig, settings)
-    images, labels, val_index = ablation_inputs(preprocess, section["preprocess"], mnist28, mnist32)
     d = section["data"]
-    stream = stream_indices(d, len(images))
+    cache = load_npz(mnist32)
+    n_train = len(cache["train_labels"])
+    stream = stream_indices(d, n_train)
     short = stream[:section["ablation_stream"]]
-    val = validation_indices(d, val_index, len(images))
+    val = validation_indices(d, cache["val_index"], n_train)
+    images, labels = ablation_inputs(preprocess, section["preprocess"], mnist28, mnist32, np.union1d(stream, val))
     model, summary, _ = fit_model(config, images, labels, stream, stream, d["exemplars_per_class"], len(short),
                                   desc=f"rgm ablation {variant}")
     metrics, _ = score(model, model.quantiser.encode(images[val]), labels[val], f"rgm ablation {variant}")
