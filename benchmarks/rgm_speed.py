@@ -12,14 +12,17 @@ with single-threaded BLAS. Reads the caches of a finished run's results director
 from __future__ import annotations
 
 import argparse
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 
-from rgbench.config import default_config
-from rgbench.experiments.rgm import model_config, stream_exemplars
-from rgbench.io import load_npz
-from rgbench.models.rgm import RGM, fit_quantiser
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))   # this checkout's package first
+from rgbench.config import default_config  # noqa: E402
+from rgbench.experiments.rgm import model_config, stream_exemplars  # noqa: E402
+from rgbench.io import load_npz  # noqa: E402
+from rgbench.models.rgm import RGM, fit_quantiser  # noqa: E402
 
 TARGET_LEARN, TARGET_INFER, FULL = 60.0, 10.0, 10_000
 
@@ -52,11 +55,17 @@ def main() -> None:
           f"(target <= {TARGET_LEARN:.0f} s: {'met' if learn <= TARGET_LEARN else 'NOT met'})")
 
     test = quantiser.encode(data["test_rgm"][:args.infer])
+    batch = config.inference.batch
+    t = time.process_time()
+    for start in range(0, len(test), batch):
+        model.infer(test[start:start + batch])
+    forward = (time.process_time() - t) * FULL / len(test)
+    print(f"classification (the configured scheme, with its ELBO): {forward:.1f} CPU s for 10,000 "
+          f"(target <= {TARGET_INFER:.0f} s: {'met' if forward <= TARGET_INFER else 'NOT met'})")
     t = time.process_time()
     model.classify(test)
     infer = (time.process_time() - t) * FULL / len(test)
-    print(f"inference: {1000 * infer / FULL:.3f} ms / image -> {infer:.1f} CPU s for 10,000 "
-          f"(target <= {TARGET_INFER:.0f} s: {'met' if infer <= TARGET_INFER else 'NOT met'})")
+    print(f"classification + exact log evidence (what the evaluation jobs time): {infer:.1f} CPU s for 10,000")
 
 
 if __name__ == "__main__":

@@ -57,9 +57,9 @@ rule rgm_fit:
 rule rgm_evaluate:
     input:
         mnist32=MNIST32_RGM,
-        model=lambda wildcards: RGM_MODEL_DIR.format(fit=RGM_EVALUATIONS[wildcards.run_id]) + "/model.npz",
-        fit=lambda wildcards: RGM_MODEL_DIR.format(fit=RGM_EVALUATIONS[wildcards.run_id]) + "/fit.json",
-        stream=lambda wildcards: RGM_MODEL_DIR.format(fit=RGM_EVALUATIONS[wildcards.run_id]) + "/stream.npz",
+        model=lambda wildcards: rgm_model_file(RGM_EVALUATIONS[wildcards.run_id], "model.npz"),
+        fit=lambda wildcards: rgm_model_file(RGM_EVALUATIONS[wildcards.run_id], "fit.json"),
+        stream=lambda wildcards: rgm_model_file(RGM_EVALUATIONS[wildcards.run_id], "stream.npz"),
     output:
         metrics=f"{RGM_RUN}/metrics.json",
         scores=f"{RGM_RUN}/scores.npz",
@@ -115,10 +115,10 @@ rule rgm_ablation_table:
     benchmark:
         BENCH("rgm_ablation_table")
     conda:
-        "../../envs/report.yaml"
+        "../../envs/torch.yaml"
     threads: 1
     resources:
-        **family_resources("report"),
+        **family_resources("cpu"),
     params:
         config={"descriptions": RGM_ABLATION_DESCRIPTIONS},
     script:
@@ -128,9 +128,9 @@ rule rgm_ablation_table:
 rule rgm_samples:
     input:
         mnist32=MNIST32_RGM,
-        model=RGM_MODEL_DIR.format(fit="official_test") + "/model.npz",
+        model=rgm_model_file("official_test", "model.npz"),
     output:
-        R("runs/rgm/model_official_test/samples.npz"),
+        rgm_model_file("official_test", "samples.npz"),
     log:
         LOG("rgm_samples"),
     benchmark:
@@ -215,7 +215,7 @@ rule rgm_figure_accuracy_elbo:
 
 rule rgm_figure_diagnostics:
     input:
-        RGM_MODEL_DIR.format(fit="official_test") + "/stream.npz",
+        rgm_model_file("official_test", "stream.npz"),
     output:
         report(
             R("figures/rgm/diagnostics.png"),

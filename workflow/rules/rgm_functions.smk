@@ -47,3 +47,8 @@ RGM_ABLATION = {
     for spec in RGM["ablation"]["variants"]
 }
 RGM_ABLATION_DESCRIPTIONS = {spec["name"]: spec["description"] for spec in RGM["ablation"]["variants"]}
+
+
+def rgm_model_file(fit, name):
+    """A file of a fitted model's directory (model.npz, fit.json, stream.npz, samples.npz)."""
+    return R(f"runs/rgm/model_{fit}/{name}")
