@@ -30,7 +30,7 @@ rule rgm:
         lambda wildcards: experiment_targets("rgm"),
 
 
-rule rgm_fit:
+rule rgm_train:
     input:
         mnist32=MNIST32_RGM,
     output:
@@ -38,9 +38,9 @@ rule rgm_fit:
         stream=f"{RGM_MODEL_DIR}/stream.npz",
         fit=f"{RGM_MODEL_DIR}/fit.json",
     log:
-        LOG("rgm_fit", "{fit}"),
+        LOG("rgm_train", "{fit}"),
     benchmark:
-        BENCH("rgm_fit", "{fit}")
+        BENCH("rgm_train", "{fit}")
     wildcard_constraints:
         fit=one_of(RGM_FITS),
     conda:
@@ -51,7 +51,7 @@ rule rgm_fit:
     params:
         config=lambda wildcards: RGM_FIT[wildcards.fit],
     script:
-        "../../scripts/rgm_fit.py"
+        "../../scripts/rgm_train.py"
 
 
 rule rgm_evaluate:
@@ -116,7 +116,7 @@ rule rgm_ablation_table:
         BENCH("rgm_ablation_table")
     conda:
         "../../envs/torch.yaml"
-    threads: 1
+    threads: family_threads("cpu")
     resources:
         **family_resources("cpu"),
     params:

@@ -146,7 +146,7 @@ def fit_model(config: RGMConfig, images: np.ndarray, labels: np.ndarray, stream:
     return model, summary, record
 
 
-def fit_job(section: Mapping[str, Any], mnist32: str, out_dir: str | os.PathLike) -> dict[str, Any]:
+def train_job(section: Mapping[str, Any], mnist32: str, out_dir: str | os.PathLike) -> dict[str, Any]:
     """Fit the model of ``section["protocol"]``: model.npz, stream.npz and fit.json in out_dir."""
     protocol = section["protocol"]
     if protocol not in FIT_SETS:
