@@ -159,6 +159,10 @@ def seeds(metrics_files: Sequence[str | os.PathLike], claims_path: str | os.Path
             ax_bar.bar(x, values.mean(), width=width, yerr=spread, color=colour, alpha=0.6, capsize=3,
                        label=label if m == 0 else None)
             ax_bar.plot(np.full(len(values), x), values, "k.", ms=4)
+            if column == "locality":  # chance: a 4x4 patch at a random position
+                chance = np.mean([r["metrics"]["locality_random_patch"] for r in runs])
+                ax_bar.plot([x - width / 2, x + width / 2], [chance] * 2, color="C3", ls=":", lw=1.5,
+                            label="chance (random 4x4 patch)" if g == 0 else None)
             for anchor in anchors:
                 if anchor["column"] == column and anchor["where"].get("grid", grid) == grid:
                     ax_bar.plot([x - width / 2, x + width / 2], [anchor["threshold"]] * 2, "k--", lw=1)
@@ -169,8 +173,10 @@ def seeds(metrics_files: Sequence[str | os.PathLike], claims_path: str | os.Path
     ax_loss.legend(fontsize=7)
     ax_val.set(xlabel="epoch", ylabel="accuracy (%)", title="validation accuracy (hard codes)")
     ax_val.legend(fontsize=7)
+    for ax in (ax_loss, ax_val):
+        ax.xaxis.get_major_locator().set_params(integer=True)
     ax_bar.set_xticks(np.arange(len(MEASURES)))
-    ax_bar.set_xticklabels(list(MEASURES.values()), fontsize=7)
+    ax_bar.set_xticklabels(list(MEASURES.values()), fontsize=7, rotation=35, ha="right")
     ax_bar.set(ylim=(0, 1.05), title="the seed's measures, mean +- sd over seeds\n(dashes: claim thresholds)")
     ax_bar.legend(fontsize=7, loc="lower right")
     save(fig, output)
