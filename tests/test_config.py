@@ -146,8 +146,8 @@ def _config_dataclasses():
     from rgbench.experiments.potts_ebm import AnalysisConfig, PottsRunConfig
     from rgbench.experiments.reference_classifier import ReferenceTrainConfig
     from rgbench.experiments.sampler_bench import SamplerRunConfig
-    from rgbench.experiments.spatial_rgm import SpatialEvalConfig, SpatialRunConfig, SpatialTrainConfig
-    from rgbench.models.spatial_rgm import SpatialRGMConfig
+    from rgbench.experiments.spatial_rgm import SpatialEvalConfig, SpatialRunConfig
+    from rgbench.models.spatial_rgm import GumbelConfig, SpatialLossConfig, SpatialRGMConfig
 
     config = default_config()
     spatial = config["spatial_rgm"]
@@ -158,10 +158,10 @@ def _config_dataclasses():
         (PottsRunConfig, config["potts_ebm"]),
         (AnalysisConfig, config["potts_ebm"]["analysis"]),
         (SamplerRunConfig, config["sampler_bench"]),
-        (SpatialRunConfig, spatial),
-        (SpatialTrainConfig, spatial["train"]),
+        (SpatialRGMConfig, spatial["model"]),
         (SpatialEvalConfig, spatial["evaluation"]),
-        (SpatialRGMConfig, {**spatial["model"], **spatial["loss"], **spatial["gumbel"]}),
+        *[item for grid in spatial["grids"].values() for item in (
+            (SpatialRunConfig, grid), (SpatialLossConfig, grid["loss"]), (GumbelConfig, grid["gumbel"]))],
     ]
 
 
