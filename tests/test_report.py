@@ -671,8 +671,8 @@ def test_a_claim_reproduced_on_smoke_stops_the_page(tmp_path: Path) -> None:
 
 # Rule files whose report() entries the lead labels after merging the experiment branches:
 # an entry there may carry no labels yet; once it does, take its file off this list.
-LABELS_PENDING = {"glonet.smk", "potts_ebm.smk", "reference_classifier.smk", "rgflow.smk", "rgm.smk",
-                  "sampler_bench.smk", "spatial_rgm.smk"}
+LABELS_PENDING = {"potts_ebm.smk",
+                  "sampler_bench.smk"}
 
 
 def report_entries() -> list[tuple[str, dict]]:

@@ -109,7 +109,13 @@ rule rgm_ablation_table:
     input:
         [f"{RGM_ABLATION_RUN}/metrics.json".format(variant=variant) for variant in RGM_ABLATION],
     output:
-        report(R("tables/rgm_ablation.csv"), caption="../../report/rgm/ablation_table.rst", category="rgm"),
+        report(
+            R("tables/rgm_ablation.csv"),
+            caption="../../report/rgm/ablation_table.rst",
+            category="rgm",
+            subcategory="tables",
+            labels={"table": "ablation on validation images", "experiment": "rgm", "model": "RGM"},
+        ),
     log:
         LOG("rgm_ablation_table"),
     benchmark:
@@ -155,6 +161,8 @@ rule rgm_figure_reconstructions:
             R("figures/rgm/reconstructions.png"),
             caption="../../report/rgm/reconstructions.rst",
             category="rgm",
+            subcategory="figures",
+            labels={"figure": "reconstructions", "experiment": "rgm", "model": "RGM"},
         ),
     log:
         LOG("rgm_figure", "reconstructions"),
@@ -177,6 +185,8 @@ rule rgm_figure_generated:
             R("figures/rgm/generated.png"),
             caption="../../report/rgm/generated.rst",
             category="rgm",
+            subcategory="figures",
+            labels={"figure": "generated digits", "experiment": "rgm", "model": "RGM"},
         ),
     log:
         LOG("rgm_figure", "generated"),
@@ -199,6 +209,8 @@ rule rgm_figure_accuracy_elbo:
             R("figures/rgm/accuracy_elbo.png"),
             caption="../../report/rgm/accuracy_elbo.rst",
             category="rgm",
+            subcategory="figures",
+            labels={"figure": "accuracy vs ELBO", "experiment": "rgm", "model": "RGM"},
         ),
     log:
         LOG("rgm_figure", "accuracy_elbo"),
@@ -221,6 +233,8 @@ rule rgm_figure_diagnostics:
             R("figures/rgm/diagnostics.png"),
             caption="../../report/rgm/diagnostics.rst",
             category="rgm",
+            subcategory="figures",
+            labels={"figure": "diagnostics", "experiment": "rgm", "model": "RGM"},
         ),
     log:
         LOG("rgm_figure", "diagnostics"),
@@ -243,6 +257,8 @@ rule rgm_figure_ablation:
             R("figures/rgm/ablation.png"),
             caption="../../report/rgm/ablation.rst",
             category="rgm",
+            subcategory="figures",
+            labels={"figure": "ablation", "experiment": "rgm", "model": "RGM"},
         ),
     log:
         LOG("rgm_figure", "ablation"),

@@ -89,6 +89,8 @@ rule spatial_rgm_figure_abstraction:
             R("figures/spatial_rgm/abstraction.png"),
             caption="../../report/spatial_rgm/abstraction.rst",
             category="spatial_rgm",
+            subcategory="figures",
+            labels={"figure": "abstraction", "experiment": "spatial_rgm", "model": "Spatial RGM"},
         ),
     log:
         LOG("spatial_rgm_figure", "abstraction"),
@@ -112,6 +114,8 @@ rule spatial_rgm_figure_seeds:
             R("figures/spatial_rgm/seeds.png"),
             caption="../../report/spatial_rgm/seeds.rst",
             category="spatial_rgm",
+            subcategory="figures",
+            labels={"figure": "seeds", "experiment": "spatial_rgm", "model": "Spatial RGM"},
         ),
     log:
         LOG("spatial_rgm_figure", "seeds"),
@@ -134,6 +138,8 @@ rule spatial_rgm_figure_conditional_samples:
             R("figures/spatial_rgm/conditional_samples.png"),
             caption="../../report/spatial_rgm/conditional_samples.rst",
             category="spatial_rgm",
+            subcategory="figures",
+            labels={"figure": "conditional samples", "experiment": "spatial_rgm", "model": "Spatial RGM"},
         ),
     log:
         LOG("spatial_rgm_figure", "conditional_samples"),
@@ -156,6 +162,8 @@ rule spatial_rgm_figure_locality:
             R("figures/spatial_rgm/locality.png"),
             caption="../../report/spatial_rgm/locality.rst",
             category="spatial_rgm",
+            subcategory="figures",
+            labels={"figure": "locality", "experiment": "spatial_rgm", "model": "Spatial RGM"},
         ),
     log:
         LOG("spatial_rgm_figure", "locality"),
