@@ -14,17 +14,10 @@ from rgbench.experiments.potts_ebm import (LevelData, MomentumSchedule, RBMTrain
 from rgbench.models.potts import IndependentModel
 from rgbench.models.rbm import (CategoricalRBM, RBMConfig, ais_rbm, power_schedule, raise_log_prob,
                                 sample_above_reference)
+from test_potts import one_thread  # noqa: F401  (autouse: single-threaded torch on a shared CPU)
 
 SIDE = 2  # 4 sites x 4 levels: 256 visible states
 HIDDEN = 3
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def tiny_rbm(classes: int = 0, seed: int = 0) -> CategoricalRBM:

@@ -412,16 +412,10 @@ def train_rbm(cfg: RBMTrainConfig, conditional: bool, data: LevelData, independe
     steps_per_epoch = len(data.train_x) // cfg.batch_size
     schedule = MomentumSchedule(optimizer, steps_per_epoch * cfg.epochs, steps_per_epoch * cfg.momentum_switch_epochs,
                                 cfg.momentum_start, cfg.momentum_final)
-    train_x, train_y = torch.from_numpy(data.train_x), torch.from_numpy(data.train_y)
+    batches, (train_x, train_y) = _shuffled_batches(data, cfg.batch_size, seed)
     n_val = min(cfg.val_images, len(data.val_x))
     val_x, val_y = torch.from_numpy(data.val_x[:n_val]), torch.from_numpy(data.val_y[:n_val])
     monitor_x = train_x[:n_val]
-    samples: list[np.ndarray] = []
-    gaps: list[float] = []
-
-    def batches(epoch: int) -> TensorBatches:
-        return TensorBatches((train_x, train_y), cfg.batch_size,
-                             order=epoch_permutation(len(train_x), seed, epoch), drop_last=True)
 
     @torch.no_grad()
     def on_epoch_end(epoch: int) -> dict[str, Any]:
@@ -441,15 +435,8 @@ def train_rbm(cfg: RBMTrainConfig, conditional: bool, data: LevelData, independe
                  scheduler=schedule, on_epoch_end=on_epoch_end, description=description,
                  fingerprint=params_fingerprint({"rbm": asdict(cfg), "conditional": conditional, "seed": seed,
                                                  "n_train": len(data.train_x)}))
-    history = []
-    for entry in result.history:
-        extra = dict(entry.extra)
-        samples.append(np.asarray(extra.pop("chain_samples")))
-        gaps.extend(np.asarray(extra.pop("gaps")).tolist())
-        history.append({"epoch": entry.epoch, "loss": entry.train_loss, "seconds": entry.seconds, **extra})
     model.eval()
-    return model, result, history, np.asarray(samples, dtype=np.uint8).reshape(-1, *trainer.chains[:EPOCH_GRID].shape), \
-        np.asarray(gaps, dtype=np.float64)
+    return (model, result, *_epoch_records(result, trainer.chains[:EPOCH_GRID].shape))
 
 
 def train_grid(cfg: GridTrainConfig, conditional: bool, data: LevelData, independent: IndependentModel,
@@ -464,13 +451,9 @@ def train_grid(cfg: GridTrainConfig, conditional: bool, data: LevelData, indepen
              else independent.sample(cfg.chains, generator))
     trainer = GridPCDTrainer(model, start, chain_labels, cfg.sweeps, cfg.persistent)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-    train_x, train_y = torch.from_numpy(data.train_x), torch.from_numpy(data.train_y)
+    batches, _ = _shuffled_batches(data, cfg.batch_size, seed)
     n_val = min(1000, len(data.val_x))
     val_x, val_y = torch.from_numpy(data.val_x[:n_val]), torch.from_numpy(data.val_y[:n_val])
-
-    def batches(epoch: int) -> TensorBatches:
-        return TensorBatches((train_x, train_y), cfg.batch_size,
-                             order=epoch_permutation(len(train_x), seed, epoch), drop_last=True)
 
     @torch.no_grad()
     def on_epoch_end(epoch: int) -> dict[str, Any]:
@@ -487,15 +470,31 @@ def train_grid(cfg: GridTrainConfig, conditional: bool, data: LevelData, indepen
                  on_epoch_end=on_epoch_end, description=description,
                  fingerprint=params_fingerprint({"pcd": asdict(cfg), "conditional": conditional, "seed": seed,
                                                  "n_train": len(data.train_x)}))
+    model.eval()
+    return (model, result, *_epoch_records(result, trainer.chains[:EPOCH_GRID].shape))
+
+
+def _shuffled_batches(data: LevelData, batch_size: int, seed: int) -> tuple[Any, tuple[torch.Tensor, torch.Tensor]]:
+    """epoch -> that epoch's mini-batches of (images, labels) (a pure function of the seed
+    and epoch, so a resumed run sees the same order), and the training tensors."""
+    arrays = torch.from_numpy(data.train_x), torch.from_numpy(data.train_y)
+
+    def batches(epoch: int) -> TensorBatches:
+        return TensorBatches(arrays, batch_size, order=epoch_permutation(len(arrays[0]), seed, epoch), drop_last=True)
+
+    return batches, arrays
+
+
+def _epoch_records(result: Any, shape: tuple[int, ...]) -> tuple[list[dict[str, Any]], np.ndarray, np.ndarray]:
+    """fit's per-epoch extras split into the history (numbers), the chains shown after each
+    epoch and the per-update free-energy gaps."""
     history, samples, gaps = [], [], []
     for entry in result.history:
         extra = dict(entry.extra)
         samples.append(np.asarray(extra.pop("chain_samples")))
         gaps.extend(np.asarray(extra.pop("gaps")).tolist())
         history.append({"epoch": entry.epoch, "loss": entry.train_loss, "seconds": entry.seconds, **extra})
-    model.eval()
-    return model, result, history, np.asarray(samples, dtype=np.uint8).reshape(-1, *trainer.chains[:EPOCH_GRID].shape), \
-        np.asarray(gaps, dtype=np.float64)
+    return history, np.asarray(samples, dtype=np.uint8).reshape(-1, *shape), np.asarray(gaps, dtype=np.float64)
 
 
 def train_job(config: Mapping[str, Any], mnist4: str, model_path: str, epochs_path: str,

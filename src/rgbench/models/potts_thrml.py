@@ -43,6 +43,15 @@ def configure_jax(threads: int = 1) -> None:
         os.environ["XLA_FLAGS"] = f"{flags} {extra} intra_op_parallelism_threads={int(threads)}".strip()
 
 
+def clamped_labels(conditional: bool, labels: np.ndarray | None, chains: int) -> list[np.ndarray]:
+    """The clamped blocks' states: each chain's label (a class-conditional model), or none."""
+    if not conditional:
+        return []
+    if labels is None:
+        raise ValueError("a class-conditional model needs labels")
+    return [np.asarray(labels, dtype=np.uint8).reshape(chains, 1)]
+
+
 # ----------------------------------------------------------------------------- grid Potts
 
 class GridFactorGraph:
@@ -105,11 +114,7 @@ class GridFactorGraph:
         return flat.reshape(-1, self.height, self.width)
 
     def clamp(self, labels: np.ndarray | None, chains: int) -> list[np.ndarray]:
-        if self.label is None:
-            return []
-        if labels is None:
-            raise ValueError("a class-conditional grid needs labels")
-        return [np.asarray(labels, dtype=np.uint8).reshape(chains, 1)]
+        return clamped_labels(self.label is not None, labels, chains)
 
     def energy(self, images: np.ndarray, bias: Any, w_h: Any, w_v: Any, labels: np.ndarray | None = None) -> np.ndarray:
         """THRML's energy (FactorizedEBM.energy) of each image, in the parameters' dtype."""
@@ -235,11 +240,7 @@ class RBMLayerGraph:
         return np.asarray(state[1]).reshape(-1, height, width).astype(np.uint8)
 
     def clamp(self, labels: np.ndarray | None, chains: int) -> list[np.ndarray]:
-        if self.label_block is None:
-            return []
-        if labels is None:
-            raise ValueError("a class-conditional RBM needs labels")
-        return [np.asarray(labels, dtype=np.uint8).reshape(chains, 1)]
+        return clamped_labels(self.label_block is not None, labels, chains)
 
 
 # ----------------------------------------------------------------------------- running
