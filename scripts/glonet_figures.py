@@ -1,4 +1,5 @@
-"""The depth study's figures, drawn from tables/glonet.csv and the runs' arrays.npz."""
+"""The depth study's figures, drawn from tables/glonet.csv, the runs' arrays.npz and the
+anchors of the claims file."""
 import sys
 from pathlib import Path
 
@@ -7,4 +8,5 @@ from rgbench.job import snakemake_job  # noqa: E402
 from rgbench.plotting.glonet import figures_job  # noqa: E402
 
 with snakemake_job(snakemake, torch_threads=False) as job:  # noqa: F821
-    figures_job(job.config, job.input.table, list(job.input.arrays), dict(job.output.items()))
+    figures_job(job.config, job.input.table, list(job.input.arrays), dict(job.output.items()),
+                claims_yaml=job.input.claims)

@@ -1,4 +1,4 @@
-"""Train one GloNet / MLP / ResMLP run of the depth study (one grid point)."""
+"""Train the runs of one (grid, model, seed) of the depth study, one per depth."""
 import sys
 from pathlib import Path
 
@@ -7,5 +7,4 @@ from rgbench.experiments.glonet import train_job  # noqa: E402
 from rgbench.job import snakemake_job  # noqa: E402
 
 with snakemake_job(snakemake) as job:  # noqa: F821
-    train_job(job.config, job.input[0], job.output.metrics, job.output.arrays, run_id=job.wildcards.run_id,
-              device=job.device)
+    train_job(job.config, job.input[0], list(job.output.metrics), list(job.output.arrays), device=job.device)

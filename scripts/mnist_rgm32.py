@@ -1,4 +1,4 @@
-"""32x32 MNIST for the RGM: resized, and resized + smoothed + rank-equalised."""
+"""32x32 MNIST for the RGM: resized, and resized + smoothed + ranked within each image."""
 import sys
 from pathlib import Path
 
@@ -7,5 +7,6 @@ from rgbench.data.cache import build_rgm32  # noqa: E402
 from rgbench.job import snakemake_job  # noqa: E402
 
 with snakemake_job(snakemake) as job:  # noqa: F821
-    build_rgm32(job.input[0], job.output[0], size=job.config["size"], smoothing_sigma=job.config["smoothing_sigma"],
-                equalise=job.config["equalise"])
+    c = job.config
+    build_rgm32(job.input[0], job.output[0], size=c["size"], resize_method=c["resize"],
+                smoothing_sigma=c["smoothing_sigma"], boundary=c["boundary"], ranks=c["ranks"])

@@ -7,4 +7,4 @@ from rgbench.experiments.rgm import train_job  # noqa: E402
 from rgbench.job import snakemake_job  # noqa: E402
 
 with snakemake_job(snakemake) as job:  # noqa: F821
-    train_job(job.config, job.input.mnist32, job.input.subsets, Path(job.output.model).parent)
+    train_job(job.config, job.input.mnist32, Path(job.output.model).parent)

@@ -1,4 +1,4 @@
-"""Spatial RGM: one figure (named by the rule's config) from the evaluation's arrays."""
+"""Spatial RGM: one figure (named by the rule's config) from the evaluation's arrays or metrics."""
 import sys
 from pathlib import Path
 
@@ -7,4 +7,4 @@ from rgbench.job import snakemake_job  # noqa: E402
 from rgbench.plotting.spatial_rgm import figure_job  # noqa: E402
 
 with snakemake_job(snakemake, torch_threads=False) as job:  # noqa: F821
-    figure_job(job.config, job.input.arrays, job.output[0])
+    figure_job(job.config, job.input, job.output[0])

@@ -40,7 +40,7 @@ def test_config_yaml_alone_is_complete() -> None:
     # means it sets every key: there is no default anywhere else
     validate(default_config(), SCHEMA, set_default=False)
     incomplete = default_config()
-    del incomplete["glonet"]["lr"]
+    del incomplete["glonet"]["grids"]["seed"]["lr"]
     with pytest.raises(Exception, match="'lr' is a required property"):
         validate(incomplete, SCHEMA, set_default=False)
 
@@ -146,13 +146,13 @@ def _config_dataclasses():
     from rgbench.experiments.potts_ebm import AnalysisConfig, GridTrainConfig, PottsRunConfig, RBMTrainConfig
     from rgbench.experiments.reference_classifier import ReferenceTrainConfig
     from rgbench.experiments.sampler_bench import SamplerBenchConfig
-    from rgbench.experiments.spatial_rgm import SpatialEvalConfig, SpatialRunConfig, SpatialTrainConfig
-    from rgbench.models.spatial_rgm import SpatialRGMConfig
+    from rgbench.experiments.spatial_rgm import SpatialEvalConfig, SpatialRunConfig
+    from rgbench.models.spatial_rgm import GumbelConfig, SpatialLossConfig, SpatialRGMConfig
 
     config = default_config()
     spatial = config["spatial_rgm"]
     return [
-        (GloNetRunConfig, config["glonet"]),
+        (GloNetRunConfig, {**config["glonet"], **config["glonet"]["grids"]["seed"]}),
         (ReferenceTrainConfig, config["reference_classifier"]),
         (ReferenceConfig, config["reference_classifier"]),
         (PottsRunConfig, config["potts_ebm"]),
@@ -160,10 +160,10 @@ def _config_dataclasses():
         (GridTrainConfig, config["potts_ebm"]["pcd"]),
         (RBMTrainConfig, config["potts_ebm"]["rbm"]),
         (SamplerBenchConfig, config["sampler_bench"]),
-        (SpatialRunConfig, spatial),
-        (SpatialTrainConfig, spatial["train"]),
+        (SpatialRGMConfig, spatial["model"]),
         (SpatialEvalConfig, spatial["evaluation"]),
-        (SpatialRGMConfig, {**spatial["model"], **spatial["loss"], **spatial["gumbel"]}),
+        *[item for grid in spatial["grids"].values() for item in (
+            (SpatialRunConfig, grid), (SpatialLossConfig, grid["loss"]), (GumbelConfig, grid["gumbel"]))],
     ]
 
 

@@ -15,7 +15,8 @@ from rgbench.evaluation.quality import conditional_recognition, load_reference_s
 from rgbench.evaluation.reference import (ChecksumError, load_reference_classifier, outlier_images, random_shift,
                                           to_input)
 from helpers import default_config
-from rgbench.experiments.reference_classifier import TRAIN_KEYS, independent_pixel_samples, train_job
+from rgbench.experiments.reference_classifier import (TRAIN_KEYS, ReferenceTrainConfig, batch_loss,
+                                                      independent_pixel_samples, train_job)
 from rgbench.io import read_json
 
 # A few seconds of training on the 1,400-image subset: about 97% test accuracy.
@@ -53,7 +54,8 @@ def test_training_job_writes_contract_outputs(trained: Path):
     metrics = record["metrics"]
     assert record["experiment"] == "reference_classifier" and record["run_id"] == "seed-0"
     assert 0.9 <= metrics["test_accuracy"] <= 1.0
-    assert metrics["train_seconds"] > 0
+    assert metrics["train_seconds"] > 0 and metrics["train_cpu_seconds"] > 0
+    assert record["provenance"]["epochs_run"] == SECTION["epochs"] and record["provenance"]["n_val"] == 100
     assert len(record["extra"]["history"]) == SECTION["epochs"]
     assert (trained / "model.pt.sha256").read_text().split()[0] == metrics["sha256"]
     stats = load_reference_stats(trained / "reference_stats.npz")
@@ -194,3 +196,24 @@ def test_outlier_images_are_seeded_noise_in_range():
     assert a.shape == (64, 1, 28, 28) and torch.equal(a, b)
     assert float(a.min()) >= 0.0 and float(a.max()) <= 1.0
     assert not torch.equal(a, outlier_images(64, generator=torch.Generator().manual_seed(2)))
+
+
+def test_batch_loss_is_cross_entropy_plus_the_outlier_kl():
+    from rgbench.config import build
+    from rgbench.evaluation.reference import ReferenceCNN
+
+    cfg = build(ReferenceTrainConfig, {**SECTION, "max_shift": 0, "outlier_fraction": 0.5})
+    torch.manual_seed(0)
+    model = ReferenceCNN(cfg.model_config()).eval()
+    x, y = torch.randn(8, 1, 28, 28), torch.arange(8) % 10
+    with torch.no_grad():
+        model.fc2.weight.zero_()
+        model.fc2.bias.zero_()  # uniform predictions: CE = ln 10, KL(uniform || p(noise)) = 0
+        assert float(batch_loss(model, x, y, cfg)) == pytest.approx(np.log(10), rel=1e-6)
+        model.fc2.bias[0] = 2.0  # every image: p = softmax([2, 0, ..., 0])
+        log_p = torch.log_softmax(model.fc2.bias, 0)
+        expected_ce = float(-log_p[y].mean())
+        expected_kl = float(-log_p.mean() - np.log(10))
+        assert float(batch_loss(model, x, y, cfg)) == pytest.approx(expected_ce + expected_kl, rel=1e-6)
+        no_outliers = build(ReferenceTrainConfig, {**SECTION, "max_shift": 0, "outlier_fraction": 0.0})
+        assert float(batch_loss(model, x, y, no_outliers)) == pytest.approx(expected_ce, rel=1e-6)

@@ -671,8 +671,8 @@ def test_a_claim_reproduced_on_smoke_stops_the_page(tmp_path: Path) -> None:
 
 # Rule files whose report() entries the lead labels after merging the experiment branches:
 # an entry there may carry no labels yet; once it does, take its file off this list.
-LABELS_PENDING = {"glonet.smk", "potts_ebm.smk", "reference_classifier.smk", "rgflow.smk", "rgm.smk",
-                  "sampler_bench.smk", "spatial_rgm.smk"}
+LABELS_PENDING = {"potts_ebm.smk",
+                  "sampler_bench.smk"}
 
 
 def report_entries() -> list[tuple[str, dict]]:
@@ -711,4 +711,6 @@ def test_every_report_entry_is_labelled() -> None:
         key = (keywords.get("category"), keywords.get("subcategory"), tuple(labels.values()))
         assert key not in seen, f"{smk} and {seen[key]}: two entries labelled {labels} in one category"
         seen[key] = smk
-    assert {smk for smk, _ in entries} - LABELS_PENDING == {"report.smk"}
+    labelled = {smk for smk, keywords in entries if keywords.get("labels")}
+    assert labelled >= {"report.smk", "glonet.smk", "rgm.smk", "rgflow.smk", "spatial_rgm.smk",
+                        "reference_classifier.smk"} - LABELS_PENDING

@@ -34,7 +34,7 @@ RUN_DIR = Path("results/runs/reference_classifier/seed-0")
 OVERRIDES = {"reference_classifier": {"epochs": 3, "fid_samples": 200}}
 # Numbers that legitimately differ between two runs. The weights file's sha256 is compared:
 # the file is serialised in memory, so identical weights give identical bytes.
-TIMING_KEYS = {"train_seconds", "seconds", "wall_seconds"}
+TIMING_KEYS = {"train_seconds", "seconds", "wall_seconds", "train_cpu_seconds", "cpu_seconds"}
 
 
 def workflow_copy(tmp_path: Path) -> Path:
@@ -58,7 +58,8 @@ def run(work: Path, *extra: str) -> None:
 
 def comparable(record: dict) -> dict:
     """metrics.json without wall-clock numbers (and without the resume bookkeeping)."""
-    history = [{k: v for k, v in epoch.items() if k not in TIMING_KEYS} for epoch in record["extra"]["history"]]
+    history = [{k: {x: y for x, y in v.items() if x not in TIMING_KEYS} if k == "extra" else v
+                for k, v in epoch.items() if k not in TIMING_KEYS} for epoch in record["extra"]["history"]]
     metrics = {k: v for k, v in record["metrics"].items() if k not in TIMING_KEYS}
     return {"params": record["params"], "seed": record["seed"], "metrics": metrics, "history": history}
 

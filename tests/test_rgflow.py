@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from rgbench.models.rgflow import (RGFlow, RGFlowConfig, bits_per_dim, block_pixels, count_parameters,
+from rgbench.models.rgflow import (Coupling, RGFlow, RGFlowConfig, bits_per_dim, block_pixels, count_parameters,
                                    latent_levels, nll_nats, to_logit)
 
-SMALL = dict(couplings=[2], hidden=16, res_blocks=2, mlp_layers=1)
+SMALL = dict(couplings=[2], hidden=16, res_blocks=2, mlp_layers=1, prior="laplace")
 
 
 @pytest.fixture(autouse=True)
@@ -61,7 +61,7 @@ def test_round_trip_and_inverse_log_det(res_blocks: int, prior: str) -> None:
 def test_log_det_matches_autograd_jacobian() -> None:
     # A tiny image: 8x8 with 1 channel and kernel 4 gives two levels (4 sublayers).
     config = RGFlowConfig(image_size=8, channels=1, kernel=4, couplings=[1, 2], hidden=8, res_blocks=2,
-                          mlp_layers=2)
+                          mlp_layers=2, prior="laplace")
     model = randomised(config, seed=3, std=0.5).double()
     x = torch.randn(1, 1, 8, 8, dtype=torch.float64)
     jac = torch.autograd.functional.jacobian(lambda v: model(v.view(1, 1, 8, 8))[0].reshape(-1), x.reshape(-1))
@@ -108,12 +108,19 @@ def test_latents_are_final_after_their_level() -> None:
 
 
 def test_parameter_counts_and_config_errors() -> None:
-    assert count_parameters(RGFlow(RGFlowConfig(couplings=[2], hidden=128, res_blocks=1, mlp_layers=1))) == 411648
-    assert RGFlowConfig(couplings=[8, 6, 4, 2]).couplings == (8, 8, 6, 6, 4, 4, 2, 2)
+    """Counts equal the official build_mera's for the same settings (counted outside the
+    project): the default preset's model, the speed benchmark's 948k configuration (the
+    official code's default nmlp = 2), the seed's MSDS model (nlayers 4 on every level)."""
+    small = dict(couplings=[2], hidden=128, res_blocks=1, mlp_layers=1, prior="laplace")
+    assert count_parameters(RGFlow(RGFlowConfig(**small))) == 411_648
+    assert count_parameters(RGFlow(RGFlowConfig(**{**small, "mlp_layers": 2}))) == 948_224
+    # One RG layer of the seed's MSDS model: 4 couplings of hidden 512, 4 residual blocks of 2 layers.
+    assert 4 * count_parameters(Coupling(48, hidden=512, res_blocks=4, mlp_layers=2)) == 10_064_768
+    assert RGFlowConfig(**{**small, "couplings": [8, 6, 4, 2]}).couplings == (8, 8, 6, 6, 4, 4, 2, 2)
     with pytest.raises(ValueError, match="prior"):
-        RGFlowConfig(prior="cauchy")
+        RGFlowConfig(**{**small, "prior": "cauchy"})
     with pytest.raises(ValueError, match="couplings"):
-        RGFlowConfig(couplings=[1, 2, 3])
+        RGFlowConfig(**{**small, "couplings": [1, 2, 3]})
 
 
 def test_bpd_of_identity_flow_on_known_input() -> None:
@@ -131,17 +138,27 @@ def test_bpd_of_identity_flow_on_known_input() -> None:
     assert bits_per_dim(nll, 3072) == pytest.approx((expected / 3072 + math.log(256)) / math.log(2), rel=1e-6)
 
 
-def test_training_resume_is_exact(tmp_path) -> None:
-    from rgbench.experiments.rgflow import train_job
+def _section(**train) -> dict:
+    return {"dataset": "msds1", "prior": "laplace", "label": "test",
+            "model": {"couplings": [1], "hidden": 8, "res_blocks": 1, "mlp_layers": 1},
+            "train": {"epochs": 2, "steps_per_epoch": 2, "batch_size": 8, "lr": 1e-3, "weight_decay": 0.0,
+                      "grad_clip": 1.0, "seed": 0, "val_images": 4, "split_seed": 3, "samples_per_epoch": 2,
+                      **train}}
+
+
+def _fake_msds(path, n_train: int = 20, n_test: int = 6) -> None:
     from rgbench.io import save_npz_atomic
 
     rng = np.random.default_rng(0)
-    save_npz_atomic(tmp_path / "d.npz", train_images=rng.integers(0, 256, (16, 32, 32, 3), dtype=np.uint8),
-                    test_images=rng.integers(0, 256, (4, 32, 32, 3), dtype=np.uint8))
-    section = {"dataset": "msds1", "prior": "laplace", "label": "test",
-               "model": {"couplings": [1], "hidden": 8, "res_blocks": 1, "mlp_layers": 1},
-               "train": {"epochs": 2, "steps_per_epoch": 2, "batch_size": 8, "lr": 1e-3, "weight_decay": 0.0,
-                         "grad_clip": 1.0, "seed": 0, "val_images": 2, "samples_per_epoch": 2}}
+    save_npz_atomic(path, train_images=rng.integers(0, 256, (n_train, 32, 32, 3), dtype=np.uint8),
+                    test_images=rng.integers(0, 256, (n_test, 32, 32, 3), dtype=np.uint8))
+
+
+def test_training_resume_is_exact(tmp_path) -> None:
+    from rgbench.experiments.rgflow import train_job
+
+    _fake_msds(tmp_path / "d.npz")
+    section = _section()
     for name in ("full", "half", "resumed"):
         (tmp_path / name).mkdir()
     train_job(section, tmp_path / "d.npz", tmp_path / "full" / "model.pt", device="cpu")
@@ -160,42 +177,133 @@ def test_training_resume_is_exact(tmp_path) -> None:
     assert full["history"][0]["extra"]["samples"].shape == (2, 32, 32, 3)
 
 
-def _fake_celeba(folder, n: int, partition: bool) -> None:
+def test_validation_comes_from_training_images_and_test_is_whole(tmp_path, monkeypatch) -> None:
+    """Training batches never contain a validation image; the per-epoch BPD is taken on the
+    validation split; the test BPD covers every test image, once, with its standard error."""
+    import json
+
+    from rgbench.experiments import rgflow as experiment
+
+    _fake_msds(tmp_path / "d.npz")
+    splits = experiment.load_splits(tmp_path / "d.npz", val_images=4, split_seed=3)
+    assert len(splits.val_index) == 4 and len(splits.train_index) == 16 and len(splits.test) == 6
+    assert not set(splits.val_index.tolist()) & set(splits.train_index.tolist())
+    val_bytes = {image.tobytes() for image in splits.val}
+    seen, bpd_calls = [], []
+    original_fit, original_bpd = experiment.fit, experiment.evaluate_bpd
+
+    def spy_fit(model, optimizer, make_batches, loss_fn, *args, **kwargs):
+        def spy_loss(batch):
+            seen.extend(image.tobytes() for image in batch.numpy())
+            return loss_fn(batch)
+        return original_fit(model, optimizer, make_batches, spy_loss, *args, **kwargs)
+
+    def spy_bpd(model, images, *args):
+        bpd_calls.append(images.copy())
+        return original_bpd(model, images, *args)
+
+    monkeypatch.setattr(experiment, "fit", spy_fit)
+    monkeypatch.setattr(experiment, "evaluate_bpd", spy_bpd)
+    section = _section(epochs=2, steps_per_epoch=3)
+    experiment.train_job(section, tmp_path / "d.npz", tmp_path / "model.pt", device="cpu")
+    assert len(seen) == 2 * 3 * 8 and not set(seen) & val_bytes
+    assert len(bpd_calls) == 2 and all(np.array_equal(images, splits.val) for images in bpd_calls)
+    eval_section = {**section, "eval": {"test_images": None, "batch_size": 4, "samples": 2, "rf_images": 2,
+                                        "mix_pairs": 1}}
+    experiment.evaluate_job(eval_section, tmp_path / "model.pt", tmp_path / "d.npz", tmp_path / "metrics.json",
+                            tmp_path / "arrays.npz", run_id="r", device="cpu")
+    assert np.array_equal(bpd_calls[-1], splits.test) and len(bpd_calls) == 3
+    record = json.loads((tmp_path / "metrics.json").read_text())
+    assert record["provenance"]["n_train"] == 16 and record["provenance"]["n_val"] == 4
+    assert record["provenance"]["n_test"] == 6 and record["metrics"]["test_images"] == 6
+    metrics = record["metrics"]
+    assert metrics["test_bpd_se"] > 0 and metrics["val_bpd"] == record["extra"]["val_bpd_per_epoch"][-1]
+    assert 0 < metrics["test_bpd"] < 20 and metrics["steps"] == 6
+    # bad hand-offs fail naming the key
+    with pytest.raises(Exception, match="split_seed"):
+        experiment.train_job({**section, "train": {k: v for k, v in section["train"].items() if k != "split_seed"}},
+                             tmp_path / "d.npz", tmp_path / "x.pt", device="cpu")
+    with pytest.raises(ValueError, match="val_images"):
+        experiment.load_splits(tmp_path / "d.npz", val_images=20, split_seed=0)
+
+
+def test_run_settings_carry_no_defaults_for_config_keys() -> None:
+    """config.yaml is the one home of the defaults: no dataclass field behind a config key
+    of the rgflow section has a default of its own."""
+    import dataclasses
+
+    from rgbench.config import default_config
+    from rgbench.experiments.rgflow import EvalSettings, ModelSettings, TrainRun, TrainSettings
+
+    section = default_config()["rgflow"]
+    for cls, keys in ((ModelSettings, section["model"]), (TrainSettings, section["train"]),
+                      (EvalSettings, section["eval"]), (TrainRun, {"label", "model", "train", "dataset", "prior"}),
+                      (RGFlowConfig, {*section["model"], "prior"})):
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        assert set(keys) <= set(fields), cls
+        assert [k for k in keys if fields[k].default is not dataclasses.MISSING] == [], cls
+
+
+def _fake_celeba(folder, n: int, partition: bool, suffix: str = ".png") -> list[str]:
+    """Aligned-CelebA look-alikes, 178 x 218: noisy border, a solid 148 x 148 centre whose
+    left half differs (to see the crop and the flip). Partition file as distributed:
+    the last two test (2), the two before them validation (1), the rest train (0)."""
     from PIL import Image
 
     folder.mkdir(parents=True)
     rng = np.random.default_rng(1)
-    lines = []
+    lines, names = [], []
     for i in range(n):
-        # 178 x 218 like aligned CelebA: noisy border, a solid 148 x 148 centre colour.
         image = rng.integers(0, 256, (218, 178, 3), dtype=np.uint8)
         image[35:183, 15:163] = [10 * i, 200, 255 - 10 * i]
-        image[35:183, 15:89, 1] = 40  # left half of the crop differs, to check the flip
-        Image.fromarray(image).save(folder / f"{i + 1:06d}.png")
-        lines.append(f"{i + 1:06d}.png {2 if i >= n - 2 else 0}")
+        image[35:183, 15:89, 1] = 40
+        name = f"{i + 1:06d}{suffix}"
+        Image.fromarray(image).save(folder / name, **({"quality": 95} if suffix == ".jpg" else {}))
+        lines.append(f"{name} {2 if i >= n - 2 else 1 if i >= n - 4 else 0}")
+        names.append(name)
     if partition:
         (folder.parent / "list_eval_partition.txt").write_text("\n".join(lines) + "\n")
+    return names
 
 
 def test_celeba_cache_from_fake_images(tmp_path) -> None:
     from rgbench.data.celeba import build_cache, random_flip
     from rgbench.io import load_npz
 
-    _fake_celeba(tmp_path / "celeba" / "img_align_celeba", 6, partition=True)
+    _fake_celeba(tmp_path / "celeba" / "img_align_celeba", 8, partition=True)
     counts = build_cache(tmp_path / "celeba", tmp_path / "c.npz")
     data = load_npz(tmp_path / "c.npz")
-    assert counts == {"train": 4, "test": 2}
+    assert counts == {"train": 4, "test": 2}  # partition 1 is not used, as in the RG-Flow code
     assert data["train_images"].shape == (4, 32, 32, 3) and data["train_images"].dtype == np.uint8
-    assert list(data["test_names"]) == ["000005.png", "000006.png"]
+    assert list(data["test_names"]) == ["000007.png", "000008.png"]
     # The centre crop keeps only the solid square: left half G = 40, right half G = 200.
     first = data["train_images"][0].astype(int)
     assert np.abs(first[:, 2:14, 1] - 40).max() <= 1 and np.abs(first[:, 18:30, 1] - 200).max() <= 1
     assert np.abs(first[..., 2] - 255).max() <= 1
     flipped = random_flip(torch.as_tensor(data["train_images"]).repeat(8, 1, 1, 1),
                           generator=torch.Generator().manual_seed(0))
-    is_flipped = [torch.equal(f, torch.as_tensor(first[::-1].copy() * 0 + first[:, ::-1]).to(torch.uint8))
-                  for f in flipped[::4]]
+    is_flipped = [torch.equal(f, torch.as_tensor(first[:, ::-1].copy()).to(torch.uint8)) for f in flipped[::4]]
     assert any(is_flipped) and not all(is_flipped)
+
+
+def test_celeba_preprocessing_is_the_rgflow_transform(tmp_path) -> None:
+    """The cache equals torchvision's CenterCrop(148) + Resize(32) on the decoded JPEG (the
+    RG-Flow celeba32 transform without its random flip), i.e. the box (15, 35, 163, 183)."""
+    from PIL import Image
+    from torchvision import transforms
+
+    from rgbench.data.celeba import preprocess
+
+    folder = tmp_path / "img_align_celeba"
+    names = _fake_celeba(folder, 3, partition=False, suffix=".jpg")
+    reference = transforms.Compose([transforms.CenterCrop(148), transforms.Resize(32)])
+    for name in names:
+        with Image.open(folder / name) as image:
+            assert image.size == (178, 218)
+            expected = np.asarray(reference(image.convert("RGB")))
+            boxed = np.asarray(image.convert("RGB").crop((15, 35, 163, 183)).resize((32, 32), Image.BILINEAR))
+        assert np.array_equal(preprocess(folder / name), expected)
+        assert np.array_equal(expected, boxed)
 
 
 def test_celeba_without_partition_and_bad_input(tmp_path) -> None:
@@ -211,12 +319,43 @@ def test_celeba_without_partition_and_bad_input(tmp_path) -> None:
     assert not (tmp_path / "x.npz").exists()
 
 
+@pytest.mark.slow
+def test_celeba_from_a_user_directory_runs_through_the_dag(tmp_path) -> None:
+    """A user with the real data gets a run: a small directory in the distributed layout
+    (celeba/img_align_celeba/*.jpg at 178 x 218 and celeba/list_eval_partition.txt) goes
+    through rgflow_celeba, training and evaluation to a metrics.json."""
+    import json
+    import subprocess
+    import sys
+
+    import yaml
+    from helpers import copy_workflow
+
+    work = copy_workflow(tmp_path)
+    _fake_celeba(tmp_path / "user" / "celeba" / "img_align_celeba", 24, partition=True, suffix=".jpg")
+    overlay = {"rgflow": {"datasets": [], "celeba": {"dir": str(tmp_path / "user" / "celeba")},
+                          "train": {"batch_size": 4, "val_images": 4}}}
+    (work / "celeba.yaml").write_text(yaml.safe_dump(overlay))
+    run_dir = "results/runs/rgflow/dataset-celeba_prior-laplace"
+    result = subprocess.run([sys.executable, "-m", "snakemake", "--cores", "1", f"{run_dir}/metrics.json",
+                             "results/tables/rgflow.csv", "--configfile", "config/smoke.yaml", "celeba.yaml"],
+                            cwd=work, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    record = json.loads((work / run_dir / "metrics.json").read_text())
+    assert record["params"]["dataset"] == "celeba"
+    # 20 partition-0 images, 4 held out for validation; the 2 partition-2 images are the test set
+    assert (record["provenance"]["n_train"], record["provenance"]["n_val"], record["provenance"]["n_test"]) == (16, 4, 2)
+    assert np.isfinite(record["metrics"]["test_bpd"]) and not record["metrics"]["diverged"]
+    cache = np.load(work / "results/data/celeba/celeba32.npz")
+    assert cache["train_images"].shape == (20, 32, 32, 3)
+
+
 def test_receptive_fields_grow_with_level_and_mixing_uses_levels() -> None:
     from rgbench.experiments.rgflow import mix_latents, receptive_fields, temperature_map
 
     # 16x16, 1 channel: three levels; the top level's latents see the whole image.
     model = randomised(RGFlowConfig(image_size=16, channels=1, couplings=[1], hidden=8, res_blocks=1,
-                                    mlp_layers=1), std=0.3)
+                                    mlp_layers=1, prior="laplace"), std=0.3)
     rf, positions = receptive_fields(model, torch.randn(2, 1, 16, 16))
     support = [int((rf[level] > 1e-3).sum()) for level in range(3)]
     # A level-0 latent reaches x through one shifted and the unshifted 4x4 blocks: <= 8x8 pixels.

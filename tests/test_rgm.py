@@ -1,50 +1,109 @@
-"""The discrete RGM: quantisation, structure learning, exact inference, Dirichlet learning."""
+"""The discrete RGM: preprocessing, quantisation, structure learning, the demo's forward
+inference, exact inference, Dirichlet learning with the MI gate and forgetting."""
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import itertools
+import math
 
 import numpy as np
 import pytest
+from scipy import ndimage, special
 
-from rgbench.experiments.rgm import exemplars_reconstructed_exactly, model_config
-from rgbench.models.rgm import RGM, RGMConfig, confident_half_accuracy, fit_quantiser
+from rgbench.config import ConfigError, build, default_config
+from rgbench.data.preprocess import fwhm_to_sigma, ordinal_ranks, smooth
+from rgbench.experiments.rgm import merge, model_config, slice_indices, stream_indices, validation_indices
+from rgbench.models.rgm import (RGM, HierarchyConfig, InferenceConfig, LearningConfig, QuantiserConfig, RGMConfig,
+                                Tensors, binomial_se, confident_half_accuracy, fit_quantiser, make_groups)
 
-TINY = dict(image_size=4, group_size=2, block=2, max_modes=4, sv_threshold=0.01, n_bins=3, bin_width=0.8,
-            n_classes=2, acceptance="all", top_k=8)
+
+def settings(**changes) -> dict:
+    """The default rgm model settings with ``changes`` ({"quantiser": {...}, ...}) merged in."""
+    section = default_config()["rgm"]
+    return merge({key: section[key] for key in ("quantiser", "hierarchy", "learning", "inference")}, changes)
 
 
-def tiny_images(n: int, seed: int = 0) -> np.ndarray:
+TINY = {"quantiser": {"image_size": 8, "tile": 4, "tiling": "square", "max_modes": 3, "n_bins": 3},
+        "hierarchy": {"l1_block": 1, "n_classes": 2}}
+
+
+def tiny_model(seed: int = 0, n_exemplars: int = 4, **changes) -> tuple[RGM, np.ndarray]:
+    config = build(RGMConfig, merge(settings(**copy.deepcopy(TINY)), changes))
     rng = np.random.default_rng(seed)
-    return rng.integers(0, 256, size=(n, 4, 4)).astype(np.uint8)
-
-
-def tiny_model(seed: int = 0, **overrides) -> tuple[RGM, np.ndarray, np.ndarray]:
-    config = RGMConfig(**{**TINY, **overrides})
-    images = tiny_images(40, seed)
-    quantiser = fit_quantiser(images, config)
-    exemplars = quantiser.encode(images[:3])
+    images = rng.permutation(np.tile(np.arange(1, 65, dtype=np.uint16), (60, 1)).T).T.reshape(60, 8, 8)
+    quantiser = fit_quantiser(images, config.quantiser)
+    codes = quantiser.encode(images)
     model = RGM(config, quantiser)
-    model.learn_structure(exemplars, np.array([0, 1, 1]))
-    return model, images, quantiser.encode(images)
+    model.learn_structure(codes[:n_exemplars], np.arange(n_exemplars) % 2)
+    return model, codes
 
 
-def test_quantisation_round_trip_and_centring():
-    config = RGMConfig(**TINY)
-    images = tiny_images(200)
+# -- preprocessing -------------------------------------------------------------------
+
+
+def test_ordinal_ranks_break_ties_in_column_major_order():
+    image = np.array([[[0.0, 0.0], [5.0, 0.0]]])
+    # column-major order: (0,0)=0, (1,0)=5, (0,1)=0, (1,1)=0 -> ties 0,0,0 ranked 1,2,3 in that order
+    assert ordinal_ranks(image).tolist() == [[[1, 2], [4, 3]]]
+    assert ordinal_ranks(image).dtype == np.uint16
+
+
+def test_smoothing_matches_spm_conv_mirror_padding():
+    sigma = fwhm_to_sigma(2.0)
+    assert sigma == pytest.approx(0.8493, abs=1e-4)
+    rng = np.random.default_rng(0)
+    image = rng.random((1, 9, 9))
+    radius = int(6 * sigma)                       # spm_conv: fix(6 sigma) = 5
+    x = np.arange(-radius, radius + 1)
+    kernel = np.exp(-x ** 2 / (2 * sigma ** 2))
+    kernel /= kernel.sum()
+    padded = np.pad(image[0], radius, mode="symmetric")   # MATLAB's flipud(u(1:E)) repeats the edge pixel
+    expected = ndimage.convolve1d(ndimage.convolve1d(padded, kernel, axis=0), kernel, axis=1)[radius:-radius, radius:-radius]
+    np.testing.assert_allclose(smooth(image, sigma, "reflect")[0], expected, atol=1e-12)
+
+
+# -- quantisation ----------------------------------------------------------------------
+
+
+def test_rbf_groups_follow_spm_tile():
+    config = build(QuantiserConfig, settings()["quantiser"])
+    groups = make_groups(config)
+    assert groups.grid == 8 and len(groups.size) == 64
+    assert groups.size.min() == 73 and groups.size.max() == 193       # corner and interior groups
+    totals = np.zeros(32 * 32)
+    for g in range(64):
+        np.add.at(totals, groups.pixels[g, :groups.size[g]], groups.weights[g, :groups.size[g]])
+    assert totals.max() <= 1 + 1e-12 and totals.min() > 0.998        # per-pixel weights sum to 1 (less what lies past radius 8)
+    square = make_groups(dataclasses.replace(config, tiling="square"))
+    covered = np.sort(np.concatenate([square.pixels[g, :square.size[g]] for g in range(64)]))
+    np.testing.assert_array_equal(covered, np.arange(1024))            # a partition
+
+
+def test_spm_mode_rule_and_maxabs_bins():
+    rng = np.random.default_rng(1)
+    config = build(QuantiserConfig, merge(settings()["quantiser"], {"image_size": 8, "tiling": "square"}))
+    # each 4x4 tile: two strong directions plus small noise
+    base = rng.normal(size=(2, 16))
+    coef = rng.normal(size=(500, 4, 2)) * [3.0, 2.0]
+    tiles = coef @ base + 0.01 * rng.normal(size=(500, 4, 16))
+    images = tiles.reshape(500, 2, 2, 4, 4).transpose(0, 1, 3, 2, 4).reshape(500, 8, 8)
     q = fit_quantiser(images, config)
-    codes = q.encode(images)
-    assert codes.shape == (200, 4, 4) and codes.dtype == np.int8
-    assert codes.min() >= 0 and codes.max() < config.n_bins
-    # decoding a code and encoding it again gives the same code (orthonormal basis)
-    np.testing.assert_array_equal(q.encode(q.decode(codes)), codes)
-    # the mean patch sits in the bin centred on 0 for every mode
-    mean_image = q.decode(np.full((1, 4, 4), config.n_bins // 2, dtype=np.int8))
-    assert np.all(q.encode(mean_image) == config.n_bins // 2)
-    # the basis is orthonormal over the kept modes
     for g in range(4):
-        k = q.n_modes[g]
-        np.testing.assert_allclose(q.basis[g, :k] @ q.basis[g, :k].T, np.eye(k), atol=1e-10)
+        y = images.reshape(500, -1)[:, q.groups.pixels[g, :16]]
+        lam = np.sort(np.linalg.eigvalsh(y.T @ y))[::-1]
+        assert q.n_modes[g] == np.sum(lam * 3 * 16 / lam.sum() > 1 / 8) == 2
+    # bins centred on 0, the extreme variate of the fit set lands in an end bin
+    kept = np.arange(q.basis.shape[1])[None, :] < q.n_modes[:, None]
+    assert np.allclose((q.low + q.step * (config.n_bins // 2))[kept], 0.0)
+    codes = q.encode(images)
+    for g in range(4):
+        for k in range(q.n_modes[g]):
+            assert {0, config.n_bins - 1} & set(np.unique(codes[:, g, k]))
+
+
+# -- structure learning ----------------------------------------------------------------
 
 
 def test_structure_learning_is_lossless_on_real_exemplars(mnist_cache_dir):
@@ -52,46 +111,63 @@ def test_structure_learning_is_lossless_on_real_exemplars(mnist_cache_dir):
 
     data = load_npz(mnist_cache_dir / "mnist32_rgm.npz")
     index = load_npz(mnist_cache_dir / "subsets.npz")["exemplar_index"].reshape(-1)
-    config = RGMConfig()
-    q = fit_quantiser(data["train_rgm"][:1000], config)
+    config = build(RGMConfig, settings(hierarchy={"l1_block": 2}))          # the demo's 3 structure levels
+    q = fit_quantiser(data["train_rgm"][:1000], config.quantiser)
     codes = q.encode(data["train_rgm"][index])
     labels = data["train_labels"][index]
     model = RGM(config, q)
     report = model.learn_structure(codes, labels)
-    assert config.level_grids == [8, 4, 2, 1]
-    assert [len(s) for s in report.n_states] == [64, 16, 4, 1]
-    assert all(max(s) <= 130 for s in report.n_states)
-    assert report.seconds < 5.0
-    assert exemplars_reconstructed_exactly(model, codes, report.exemplar_top_state) == 1.0
-    pred, elbo = model.classify(codes)
-    np.testing.assert_array_equal(pred, labels)
-    assert np.all(np.isfinite(elbo))
+    assert config.level_sides == [4, 2, 1]
+    assert [len(s) for s in report.n_states] == [16, 4, 1]
+    assert all(max(s) <= 130 for s in report.n_states) and report.top_states == 130
+    # lossless: from each exemplar's top state, the most likely state of every factor below
+    # and the most likely bin of every outcome give back its own codes
+    A = [t.expected() for t in model.levels]
+    kept = np.arange(q.basis.shape[1])[None, :] < q.n_modes[:, None]
+    for e in range(130):
+        states = np.array([report.exemplar_states[-1][e, 0]])
+        for level in range(2, 0, -1):
+            kids = model.children[level - 1]
+            below = np.zeros(kids.size, dtype=np.int64)
+            for p in range(kids.shape[0]):
+                below[kids[p]] = A[level][p, :, :, states[p]].argmax(axis=1)
+            states = below
+        np.testing.assert_array_equal(states, report.exemplar_states[0][e])
+        bins = np.full(codes[e].shape, -1)
+        for f, k in zip(*np.nonzero(model.mod_valid)):
+            bins[model.mod_group[f, k], model.mod_mode[f, k]] = A[0][f, k, :, states[f]].argmax()
+        assert np.all((bins == codes[e]) | ~kept)
+    out = model.classify(codes)
+    np.testing.assert_array_equal(out["pred"], labels)
+
+
+# -- inference ---------------------------------------------------------------------------
 
 
 def brute_force(model: RGM, codes: np.ndarray) -> tuple[float, np.ndarray]:
     """log p(o) and q(class) by enumerating every joint state of the tiny 2-level model."""
-    A, A_class = model.likelihoods()
-    s1 = model.valid[0].sum(axis=1)
-    s2 = int(model.valid[1].sum())
-    joint = np.zeros(model.config.n_classes)
-    g, m = model.mode_mask.shape
-    for c in range(model.config.n_classes):
+    A = [t.expected() for t in model.levels]
+    s1 = model.n_states[0]
+    s2 = int(model.n_states[1][0])
+    mod = model.modality_codes(codes[None])[0]
+    joint = np.zeros(model.config.hierarchy.n_classes)
+    for c in range(len(joint)):
         for top in range(s2):
             for states in itertools.product(*[range(k) for k in s1]):
-                p = A_class[c, top] / model.config.n_classes
-                for b, s in enumerate(states):
-                    p *= A[1][0, top, b, s]
-                    for k in range(int(model.quantiser.n_modes[b])):
-                        p *= A[0][b, s, k, codes[b, k]]
+                p = A[-1][0, 0, top, c] / len(joint)
+                for f, s in enumerate(states):
+                    p *= A[1][0, f, s, top]
+                    for k in np.flatnonzero(model.mod_valid[f]):
+                        p *= A[0][f, k, mod[f, k], s]
                 joint[c] += p
     return float(np.log(joint.sum())), joint / joint.sum()
 
 
-def test_message_passing_is_exact_on_a_tiny_tree():
-    model, _, codes = tiny_model()
-    assert model.config.level_grids == [2, 1]
-    for i in (0, 5, 17):
-        out = model.infer(codes[i:i + 1])
+def test_exact_inference_matches_enumeration_on_a_tiny_tree():
+    model, codes = tiny_model()
+    assert model.config.level_sides == [2, 1]
+    for i in (0, 7, 33):
+        out = model.infer_exact(codes[i:i + 1])
         log_evidence, q_class = brute_force(model, codes[i])
         assert out["elbo"][0] == pytest.approx(log_evidence, abs=1e-9)
         np.testing.assert_allclose(out["q_class"][0], q_class, atol=1e-9)
@@ -99,79 +175,201 @@ def test_message_passing_is_exact_on_a_tiny_tree():
             np.testing.assert_allclose(q.sum(axis=2), 1.0, atol=1e-12)
 
 
-def test_dirichlet_update_arithmetic():
-    model, _, codes = tiny_model()
-    cfg = model.config
-    # the prior: concentration x one-hot structure + concentration x floor
-    q, floor = cfg.concentration, cfg.concentration * cfg.prior_floor
-    assert set(np.unique(model.a[0][model.a[0] > 0]).round(12)) <= {round(q + floor, 12), round(floor, 12)}
-    assert model.a_class[0, 0] == pytest.approx(cfg.top_concentration * (1 + cfg.prior_floor))
-    before = [a.copy() for a in model.a] + [model.a_class.copy()]
-    x, y = codes[7:8], np.array([1])
-    post = model.infer(x, class_prior=np.eye(2)[y])
-    q1, q2 = post["q"][0][0], post["q"][1][0]
-    out = model.learn_stream(x, y)
-    assert out["accepted"].tolist() == [True]
-    keep = lambda v: np.where(v > cfg.tol, v, 0.0)  # noqa: E731
-    # level 1: the observed bin of each mode gains q(level-1 state)
+def reference_forward(model: RGM, codes: np.ndarray, prune: float | None) -> tuple[np.ndarray, list[float]]:
+    """spm_VBX written out one modality at a time: the class posterior and each level's summed log Z."""
+    A = [t.expected() for t in model.levels]
+    n_classes = model.config.hierarchy.n_classes
+    d_class = np.append(np.full(n_classes, 1.0 / n_classes), 0.0)
+    d_top = A[-1][0, 0] @ d_class
+    thr = math.exp(-prune) if prune else 0.0
+    F = [0.0, 0.0, 0.0]
+    level = 0
+
+    def update(p: np.ndarray, lik: np.ndarray) -> np.ndarray:
+        p = np.where(p > thr, p, 0.0) * np.maximum(lik, math.exp(-32))
+        F[level] += max(math.log(p.sum()), -32)
+        return p / p.sum()
+
+    mod = model.modality_codes(codes[None])[0]
+    posts = []
+    for f in range(len(model.mod_valid)):
+        p = A[1][0, f] @ d_top                                     # the prior predicted from the parent's prior
+        for k in np.flatnonzero(model.mod_valid[f]):
+            p = update(p, A[0][f, k, mod[f, k]])
+        posts.append(p)
+    level = 1
+    p = d_top
+    for f, child in enumerate(posts):
+        p = update(p, child @ A[1][0, f])                           # ln(A' q) of each child in turn
+    level = 2
+    q_class = update(d_class, p @ A[-1][0, 0])
+    return q_class[:-1], F
+
+
+@pytest.mark.parametrize("prune", [8.0, 2.0, None])
+def test_forward_inference_is_spm_vbx_one_modality_at_a_time(prune):
+    model, codes = tiny_model(inference={"prune": prune})
+    batch = model.infer_forward(codes[:20])
+    for i in range(20):
+        q_class, F = reference_forward(model, codes[i], prune)
+        np.testing.assert_allclose(batch["q_class"][i], q_class, atol=1e-12)
+        np.testing.assert_allclose(batch["elbo_levels"][i], F, atol=1e-9)
+        assert batch["elbo"][i] == pytest.approx(F[1] + F[2], abs=1e-9)   # the demo's: top structure level + class
+        single = model.infer_forward(codes[i:i + 1])
+        np.testing.assert_allclose(single["q"][0][0], batch["q"][0][i], atol=1e-12)
+
+
+def test_forward_without_pruning_gives_the_exact_level1_posterior_under_its_prior():
+    model, codes = tiny_model(inference={"prune": None})
+    out = model.infer_forward(codes[:5])
+    A = [t.expected() for t in model.levels]
+    prior = model.top_down_priors(model._pad_classes(None, 5))[0]
+    mod = model.modality_codes(codes[:5])
+    for i in range(5):
+        for f in range(len(model.mod_valid)):
+            lik = np.prod([A[0][f, k, mod[i, f, k]] for k in np.flatnonzero(model.mod_valid[f])], axis=0)
+            expected = prior[i, f] * lik
+            np.testing.assert_allclose(out["q"][0][i, f], expected / expected.sum(), atol=1e-12)
+
+
+# -- learning ----------------------------------------------------------------------------
+
+
+def direct_mi(a: np.ndarray) -> float:
+    p = a / a.sum()
+    return float(-special.entr(p).sum() + special.entr(p.sum(axis=0)).sum() + special.entr(p.sum(axis=1)).sum())
+
+
+def test_gate_and_forgetting_arithmetic_and_running_sums():
+    rng = np.random.default_rng(0)
+    a0 = rng.random((2, 3, 4, 5)) + 0.05
+    t = Tensors(a0.copy(), np.ones((2, 3, 4), bool), np.ones((2, 5), bool))
+    real = a0.copy()
+    for step in range(40):
+        rows = rng.integers(0, 4, size=(2, 3, 2))
+        rows[..., 1] = 4                                        # padding: the spare row, weight 0
+        u = np.stack([np.ones((2, 3)), np.zeros((2, 3))], axis=-1)
+        cols = np.stack([rng.permutation(5)[:3] for _ in range(2)])
+        v = rng.dirichlet(np.ones(3), size=2)
+        cols_b, v_b = np.broadcast_to(cols[:, None], (2, 3, 3)), np.broadcast_to(v[:, None], (2, 3, 3))
+        expected = real.copy()
+        for p in range(2):
+            for b in range(3):
+                d = np.zeros((4, 5))
+                d[rows[p, b, 0], cols[p]] += v[p]
+                gain = direct_mi(real[p, b] + d) - direct_mi(real[p, b])
+                w = special.expit(512.0 * gain)
+                expected[p, b] = (real[p, b] + w * d) * 512.0 / (512.0 + w)
+        w = t.update(rows, u, cols_b, v_b, "tensor_mi", 512.0, 512.0, np.ones((2, 3), bool))
+        assert np.all((w >= 0) & (w <= 1))
+        real = expected
+        np.testing.assert_allclose(t.real_counts(), real, rtol=1e-9)
+        if step == 20:
+            t.scale *= 1e-7                                     # force the fold of the scale into the counts
+            real *= 1e-7
+            t.fold_scale()
+        np.testing.assert_allclose(t.mutual_information(), [[direct_mi(real[p, b]) for b in range(3)]
+                                                            for p in range(2)], atol=1e-9)
+    stored = (t.e_joint.copy(), t.e_rows.copy(), t.e_cols.copy(), t.total.copy())
+    t.refresh()
+    for kept, fresh in zip(stored, (t.e_joint, t.e_rows, t.e_cols, t.total)):
+        np.testing.assert_allclose(kept, fresh, rtol=1e-9)
+
+
+def test_learning_adds_outer_products_of_the_posteriors():
+    model, codes = tiny_model(learning={"gate": "accept_all", "eta": None})
+    before = [t.real_counts() for t in model.levels]
+    out = model.infer_forward(codes[9:10], class_prior=np.eye(2)[[1]])
+    q1, q2 = out["q"][0][0], out["q"][1][0]
+    model.learn_image(codes[9], 1)
+    after = [t.real_counts() for t in model.levels]
+    mod = model.modality_codes(codes[9:10])[0]
+    keep = lambda q: np.where(q > math.exp(-32), q, 0.0)[:-1]    # noqa: E731
     expected = before[0].copy()
-    for g in range(4):
-        for k in range(int(model.quantiser.n_modes[g])):
-            expected[g, :, k, x[0, g, k]] += keep(q1[g])
-    np.testing.assert_allclose(model.a[0], expected, atol=1e-12)
-    # level 2: child states x parent state, an outer product of the marginals
-    expected = before[1] + np.einsum("s,bc->sbc", keep(q2[0]), keep(q1))[None]
-    np.testing.assert_allclose(model.a[1], expected, atol=1e-12)
-    # class map: the clamped class gains q(top)
+    for f in range(len(model.mod_valid)):
+        for k in np.flatnonzero(model.mod_valid[f]):
+            expected[f, k, mod[f, k]] += keep(q1[f])
+    np.testing.assert_allclose(after[0], expected, atol=1e-12)
+    np.testing.assert_allclose(after[1], before[1] + np.einsum("bc,s->bcs", np.stack([keep(q) for q in q1]),
+                                                               keep(q2[0]))[None], atol=1e-12)
     expected = before[2].copy()
-    expected[1] += keep(q2[0])
-    np.testing.assert_allclose(model.a_class, expected, atol=1e-12)
+    expected[0, 0, :, 1] += keep(q2[0])
+    np.testing.assert_allclose(after[2], expected, atol=1e-12)
 
 
-def test_efe_acceptance_and_rejected_updates_leave_no_trace():
-    model, _, codes = tiny_model(acceptance="efe", stochastic_acceptance=False, beta=512.0)
-    labels = np.arange(len(codes)) % 2
-    mi_before = model.mutual_information()
-    out = model.learn_stream(codes[:12], labels[:12])
-    assert np.array_equal(out["accepted"], out["delta_g"] < 0)
-    np.testing.assert_allclose(out["delta_g"], -(out["delta_f"] + 512.0 * out["delta_mi"]))
-    assert np.all(out["delta_f"] >= -1e-9)          # counts from an image never lower its evidence
-    assert 0 < out["accepted"].sum() < 12
-    # replaying only the accepted images with acceptance "all" gives the same model, so a
-    # rejected update left nothing behind; the mutual information adds up
-    replay, _, _ = tiny_model(acceptance="all")
-    replay.learn_stream(codes[:12][out["accepted"]], labels[:12][out["accepted"]])
-    for a, b in zip(model.a, replay.a):
-        np.testing.assert_allclose(a, b, atol=1e-12)
-    np.testing.assert_allclose(model.likelihoods()[0][1], replay.likelihoods()[0][1], atol=1e-12)
-    assert model.mutual_information() == pytest.approx(mi_before + out["delta_mi"][out["accepted"]].sum(), abs=1e-9)
-
-
-def test_reproducible_with_a_seed_and_shapes():
+def test_stream_learning_is_deterministic_and_records_diagnostics():
     runs = []
     for _ in range(2):
-        model, _, codes = tiny_model(acceptance="efe", stochastic_acceptance=True, beta=50.0)
-        out = model.learn_stream(codes, np.arange(len(codes)) % 2, seed=3)
-        runs.append((out["accepted"], model.a_class.copy()))
+        model, codes = tiny_model()
+        record = model.learn_stream(codes[10:40], np.arange(30) % 2, record_every=10)
+        runs.append([t.real_counts() for t in model.levels])
+        assert record["mean_weight"].shape == (30, 3) and record["mi"].shape == (3, 3)
+        assert np.all((record["mean_weight"] >= 0) & (record["mean_weight"] <= 1))
+        np.testing.assert_allclose(record["mi"][-1], model.mutual_information_per_level())
+        assert record["mi"][-1, -1] <= math.log(2) + 1e-12
         sample = model.sample([0, 1, 1], np.random.default_rng(0))
-        assert sample.shape == (3, 4, 4)
-        pred = model.predict_down(model.class_to_top(np.eye(2)), 2)
-        assert pred.shape == (2, 4, 4, 3)
-        np.testing.assert_allclose(pred[:, :, 0].sum(axis=-1), 1.0)
-    np.testing.assert_array_equal(runs[0][0], runs[1][0])
-    np.testing.assert_array_equal(runs[0][1], runs[1][1])
+        assert sample.shape == (3, 4, 3)
+    for a, b in zip(*runs):
+        np.testing.assert_array_equal(a, b)
 
 
-def test_confident_half_and_config_errors():
+# -- configuration, protocol and scoring -------------------------------------------------
+
+
+def test_config_has_no_defaults_and_bad_values_are_named():
+    for cls in (QuantiserConfig, HierarchyConfig, LearningConfig, InferenceConfig, RGMConfig):
+        assert all(f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+                   for f in dataclasses.fields(cls)), cls
+    section = default_config()["rgm"]
+    assert model_config(section).level_sides == [8, 4, 2, 1]
+    with pytest.raises(ConfigError, match="bins"):
+        build(RGMConfig, merge(settings(), {"quantiser": {"bins": None}}))
+    with pytest.raises(ValueError, match="tiling"):
+        build(RGMConfig, settings(quantiser={"tiling": "hexagonal"}))
+    with pytest.raises(ValueError, match="odd"):
+        build(RGMConfig, settings(quantiser={"n_bins": 6}))
+    with pytest.raises(ValueError, match="spm_forward"):
+        build(RGMConfig, settings(inference={"scheme": "exact", "elbo": "spm_demo"}))
+    with pytest.raises(KeyError, match="levels"):
+        merge(settings(), {"hierarchy": {"levels": 4}})
+
+
+def test_protocol_splits_are_disjoint():
+    d = default_config()["rgm"]["data"]
+    stream, piece = stream_indices(d, 60000), slice_indices(d, 60000)
+    assert (stream[0], stream[-1], piece[0], piece[-1]) == (0, 9999, 10000, 10999)
+    val = validation_indices(d, np.arange(0, 60000, 7), 60000)
+    assert len(val) == d["val_size"] and val.min() >= 11000
+    with pytest.raises(ValueError, match="overlaps"):
+        slice_indices({**d, "slice_start": 9000}, 60000)
+    with pytest.raises(ValueError, match="validation"):
+        validation_indices(d, np.arange(0, 11000), 60000)
+
+
+def test_confident_half_and_standard_error():
     correct = np.array([1, 0, 1, 1, 0, 1], dtype=bool)
     elbo = np.array([5.0, -3.0, 4.0, 2.0, -1.0, 0.0])
-    assert confident_half_accuracy(correct, elbo) == 1.0
-    with pytest.raises(ValueError, match="odd"):
-        RGMConfig(n_bins=6)
-    with pytest.raises(ValueError, match="multiple"):
-        RGMConfig(image_size=30)
-    section = {"hierarchy": {"image_size": 32, "group_size": 4, "block": 2, "n_levels": 3}, "learning": {}}
-    with pytest.raises(ValueError, match="n_levels"):
-        model_config(section)
-    with pytest.raises(ValueError, match="unknown"):
-        RGMConfig.from_spec({"levels": 4})
+    assert confident_half_accuracy(correct, elbo) == 1.0          # elbo > median (1.0): 5, 4, 2
+    assert binomial_se(0.9, 1000) == pytest.approx(math.sqrt(0.09 / 1000))
+
+
+def test_ablation_table_gives_differences_to_the_full_model(tmp_path):
+    from rgbench.experiments.rgm import ablation_table_job
+    from rgbench.results import provenance, write_metrics
+
+    files = []
+    for variant, acc, half in (("full", 0.9, 0.97), ("no_forgetting", 0.85, 0.99)):
+        path = tmp_path / variant / "metrics.json"
+        metrics = {"variant": variant, "test_accuracy": acc, "test_accuracy_se": binomial_se(acc, 2000),
+                   "confident_half_accuracy": half, "confident_half_accuracy_exact_elbo": half,
+                   "accepted_share": 0.3, "top_mi": 2.2, "learn_seconds": 10.0}
+        write_metrics(path, experiment="rgm_ablation", run_id=variant, params={}, seed=None, metrics=metrics,
+                      wall_seconds=1.0, device="cpu",
+                      provenance=provenance(n_train=2000, n_val=2000, n_test=0, data_sha256="x", n_params=None))
+        files.append(str(path))
+    table = ablation_table_job(files, {"full": "the defaults"}, str(tmp_path / "ablation.csv"))
+    row = table.set_index("variant").loc["no_forgetting"]
+    assert row["delta_accuracy"] == pytest.approx(-0.05) and row["delta_confident_half"] == pytest.approx(0.02)
+    assert table.set_index("variant").loc["full", "description"] == "the defaults"
+    with pytest.raises(ValueError, match="full"):
+        ablation_table_job(files[1:], {}, str(tmp_path / "other.csv"))

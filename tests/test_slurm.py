@@ -36,8 +36,11 @@ def load_profile(name: str) -> dict:
 
 
 def rule_families() -> dict[str, str]:
-    """{rule name: resource family} for every rule that takes family_resources(...)."""
-    header = re.compile(r"^(?:rule|checkpoint)\s+(\w+)\s*:", re.M)
+    """{rule name pattern: resource family} for every rule that takes family_resources(...).
+
+    A rule made in a loop (`rule:` with `name: f"glonet_train_{GRID}"`) gives a pattern in
+    which each f-string field matches any word, so its jobs are not silently left out."""
+    header = re.compile(r"^\s*(?:rule|checkpoint)(?:\s+(\w+))?\s*:\s*$", re.M)
     families = {}
     for smk in sorted(RULES.glob("*.smk")):
         text = smk.read_text()
@@ -45,14 +48,36 @@ def rule_families() -> dict[str, str]:
         for i, match in enumerate(starts):
             block = text[match.end(): starts[i + 1].start() if i + 1 < len(starts) else len(text)]
             family = re.search(r"family_resources\(\s*[\"'](\w+)[\"']\s*\)", block)
-            if family:
-                families[match[1]] = family[1]
+            if not family:
+                continue
+            if match[1]:
+                families[re.escape(match[1])] = family[1]
+            else:
+                named = re.search(r"name:\s*f?[\"']([^\"']+)[\"']", block)
+                assert named, f"{smk.name}: an unnamed rule takes family_resources"
+                parts = re.split(r"\{[^}]*\}", named[1])
+                families[r"\w+".join(re.escape(part) for part in parts)] = family[1]
     return families
 
 
-def gpu_family_rules() -> set[str]:
-    """The rules whose code can use a GPU: the only ones that may ask for one."""
-    return {rule for rule, family in rule_families().items() if family in GPU_FAMILIES}
+def family_of(rule: str, families: dict[str, str] | None = None) -> str | None:
+    """The resource family of a rule (or of a job's rule), None for rules without one."""
+    for pattern, family in (families if families is not None else rule_families()).items():
+        if re.fullmatch(pattern, rule):
+            return family
+    return None
+
+
+def is_gpu_rule(rule: str) -> bool:
+    """Whether the rule's code can use a GPU: the only rules that may ask for one."""
+    return family_of(rule) in GPU_FAMILIES
+
+
+def test_rules_made_in_loops_have_their_family():
+    assert family_of("glonet_train_seed") == "train"
+    assert family_of("glonet_train_notebook") == "train"
+    assert family_of("glonet_figures") != "train"
+    assert family_of("not_a_rule") is None
 
 
 # --- profiles (no cluster needed) -------------------------------------------------
@@ -93,9 +118,8 @@ def test_slurm_profile_has_marked_placeholders_retries_and_latency_wait():
 def test_gpu_allocations_are_said_in_one_place():
     """Which rules may hold a GPU is their family (rule files); how many GPUs and which
     partition is the config's resources block. The profile names no rule."""
-    families = rule_families()
-    assert families.get("reference_classifier_train") == "train"
-    assert families.get("rgm_train") == "cpu" and families.get("sampler_bench_run") == "cpu"
+    assert family_of("reference_classifier_train") == "train"
+    assert family_of("rgm_train") == "cpu" and family_of("sampler_bench_run") == "cpu"
     assert not load_profile("slurm").get("set-resources"), "profiles/slurm routes rules itself"
 
 
@@ -138,21 +162,22 @@ def test_every_job_takes_threads_memory_runtime_and_gpus_from_its_family(config_
     if config_file != "config.yaml":
         sizes = merged({"resources": sizes}, yaml.safe_load((ROOT / config_file).read_text()))["resources"]
     families = rule_families()
-    jobs = [job for job in dry_run_jobs(config_file, tmp_path) if job["rule"] in families]
-    assert {job["rule"] for job in jobs} >= {"reference_classifier_train", "mnist_cache"}
+    jobs = [job for job in dry_run_jobs(config_file, tmp_path) if family_of(job["rule"], families)]
+    assert {job["rule"] for job in jobs} >= {"reference_classifier_train", "mnist_cache", "glonet_train_seed"}
     wrong = set()
     for job in jobs:
-        want = sizes[families[job["rule"]]]
+        family = family_of(job["rule"], families)
+        want = sizes[family]
         got = {"threads": job["threads"], "mem_mb": int(job["mem_mb"]), "runtime": int(job["runtime"]),
                "gpu": int(job.get("gpu", 0)), "partition": job.get("slurm_partition")}
         want = {**want, "gpu": want.get("gpu", 0)}
-        wrong |= {f"{job['rule']} ({families[job['rule']]}): {key}={got[key]}, config says {want[key]}"
+        wrong |= {f"{job['rule']} ({family}): {key}={got[key]}, config says {want[key]}"
                   for key in got if got[key] != want[key]}
     assert not wrong, "\n".join(sorted(wrong))
     gpu_rules = {job["rule"] for job in jobs if int(job.get("gpu", 0)) > 0}
     if "paper" in config_file:
         # One GPU per training and evaluation job, none for the rest.
-        assert gpu_rules == {r for r in {job["rule"] for job in jobs} if families[r] in GPU_FAMILIES}
+        assert gpu_rules == {r for r in {job["rule"] for job in jobs} if family_of(r, families) in GPU_FAMILIES}
     else:
         assert not gpu_rules
 
@@ -262,12 +287,11 @@ def test_smoke_dag_runs_on_slurm_with_a_gpu_per_training_job(slurm_cluster, tmp_
     assert (results / "runs" / "reference_classifier" / "seed-0" / "metrics.json").exists()
     calls = sbatch_calls(log)
     assert calls, "no job was submitted with sbatch"
-    gpu_rules = gpu_family_rules()
-    submitted_gpu = set(calls) & gpu_rules
+    submitted_gpu = {rule for rule in calls if is_gpu_rule(rule)}
     assert "reference_classifier_train" in submitted_gpu
     for rule, flag_list in calls.items():
         for flags in flag_list:
-            if rule in gpu_rules:
+            if is_gpu_rule(rule):
                 assert "--gpus=1" in flags and "-p gpu" in flags, f"{rule}: {flags}"
             else:
                 assert "--gpus" not in flags and "-p cpu" in flags, f"{rule}: {flags}"
@@ -278,7 +302,7 @@ def test_smoke_dag_runs_on_slurm_with_a_gpu_per_training_job(slurm_cluster, tmp_
     for job in jobs:
         rule = re.match(r"rule_(\w+?)(?:_wildcards_.*)?$", job["Comment"])[1]
         assert job["JobState"] == "COMPLETED", job
-        if rule in gpu_rules:
+        if is_gpu_rule(rule):
             assert job["Partition"] == "gpu" and "gpu:1" in job.get("TresPerJob", ""), job
         else:
             assert job["Partition"] == "cpu" and "gpu" not in job.get("TresPerJob", ""), job

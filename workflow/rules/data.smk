@@ -65,7 +65,7 @@ rule mnist_rgm32:
     resources:
         **family_resources("data"),
     params:
-        config=settings(config["data"]["rgm"], "size", "smoothing_sigma", "equalise"),
+        config=settings(config["data"]["rgm"], "size", "resize", "smoothing_sigma", "boundary", "ranks"),
     script:
         "../../scripts/mnist_rgm32.py"
 

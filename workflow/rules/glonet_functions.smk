@@ -2,36 +2,84 @@
 # defs beside rules). Self-contained: everything glonet.smk uses is defined here.
 
 GLONET = config["glonet"]
-# Keys that decide a run's numbers; an extra grid (e.g. the official notebook's 32-feature
-# setting) may override any of them for its own runs.
-GLONET_TRAIN_KEYS = ["features", "epochs", "batch_size", "lr", "optimizer", "momentum", "train_limit", "test_limit"]
+# A grid's recipe: the keys that decide its runs' numbers (models, depths and seeds
+# enumerate the runs instead).
+GLONET_RECIPE_KEYS = [
+    "depth_counts",
+    "features",
+    "init",
+    "negative_slope",
+    "input_mean",
+    "input_std",
+    "mlp_output",
+    "residual_start",
+    "batch_size",
+    "optimizer",
+    "lr",
+    "momentum",
+    "epochs",
+    "train_limit",
+    "test_limit",
+    "val_every_steps",
+    "val_curve_images",
+]
+# How every run is measured (the section's top-level keys).
+GLONET_MEASURE_KEYS = ["usage_fraction", "convergence_levels", "exit_tolerance"]
 GLONET_FIGURES = ["accuracy_vs_depth", "learning_curves", "layer_usage", "early_exit"]
+GLONET_CLAIMS = str(Path(workflow.basedir) / "src" / "rgbench" / "claims" / "glonet.yaml")
+
+
+def glonet_grids():
+    """The enabled grids, by name (none when the experiment is off)."""
+    if not enabled("glonet"):
+        return {}
+    return {name: grid for name, grid in GLONET["grids"].items() if grid["enabled"]}
+
+
+def glonet_run_id(grid, model, depth, seed):
+    return run_id(grid=grid, model=model, depth=depth, seed=seed)
 
 
 def glonet_runs():
-    """run_id -> the run's whole hand-off {grid, model, depth, seed, <train keys>}, for the
-    main grid and every extra grid. Each job gets only its own settings, so adding a depth
-    or a seed to a grid does not rerun the jobs that already exist."""
-    if not enabled("glonet"):
-        return {}
+    """run_id -> the run's whole hand-off {grid, model, depth, seed, <recipe>, <measures>},
+    for every enabled grid. Run ids are derived here and nowhere else."""
     runs = {}
-    grids = [dict(GLONET, name="main")] + [dict(GLONET, **grid) for grid in GLONET["extra_grids"]]
-    for grid in grids:
+    measures = {key: GLONET[key] for key in GLONET_MEASURE_KEYS}
+    for name, grid in glonet_grids().items():
         for model in grid["models"]:
             for depth in grid["depths"]:
                 for seed in grid["seeds"]:
-                    key = run_id(model=model, depth=depth, seed=seed)
-                    if grid["name"] != "main":
-                        key = f"{grid['name']}_{key}"
-                    runs[key] = settings(
-                        grid, *GLONET_TRAIN_KEYS, grid=grid["name"], model=model, depth=int(depth), seed=int(seed)
+                    runs[glonet_run_id(name, model, depth, seed)] = settings(
+                        grid,
+                        *GLONET_RECIPE_KEYS,
+                        grid=name,
+                        model=model,
+                        depth=int(depth),
+                        seed=int(seed),
+                        **measures,
                     )
     return runs
 
 
+GLONET_GRIDS = glonet_grids()
 GLONET_RUNS = glonet_runs()
 GLONET_RUN = R("runs/glonet/{run_id}")
 
 
 def glonet_files(name):
     return [f"{GLONET_RUN}/{name}".format(run_id=key) for key in GLONET_RUNS]
+
+
+def glonet_job_outputs(grid, name):
+    """The files one job of ``grid`` writes: one per depth, with {model} and {seed} left
+    as the job's wildcards."""
+    return [
+        f"{GLONET_RUN}/{name}".format(run_id=glonet_run_id(grid, "{model}", depth, "{seed}"))
+        for depth in GLONET_GRIDS[grid]["depths"]
+    ]
+
+
+def glonet_job(grid, model, seed):
+    """A job's hand-off: the runs of (grid, model, seed), one per depth."""
+    ids = [glonet_run_id(grid, model, depth, seed) for depth in GLONET_GRIDS[grid]["depths"]]
+    return {"runs": {key: GLONET_RUNS[key] for key in ids}}

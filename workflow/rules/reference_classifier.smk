@@ -69,6 +69,8 @@ rule reference_classifier_figure:
             R("figures/reference_classifier/training.png"),
             caption="../../report/reference_classifier/training.rst",
             category="reference_classifier",
+            subcategory="figures",
+            labels={"figure": "training", "experiment": "reference_classifier", "model": "reference CNN"},
         ),
     log:
         LOG("reference_classifier_figure"),

@@ -2,20 +2,53 @@
 # beside rules). Self-contained: everything rgm.smk uses is defined here.
 
 RGM = config["rgm"]
-RGM_PROTOCOLS = ["official_test", "paper_slice"]
-RGM_FIGURES = ["reconstructions", "generated", "accuracy_elbo", "accepted"]
-RGM_MODEL_DIR = R("runs/rgm/model")
-RGM_RUN = R("runs/rgm/{run_id}")
-# The hand-off of each rule: the rgm keys that decide its outputs.
-RGM_TRAIN = settings(
-    RGM,
-    "seed",
-    "hierarchy",
-    "learning",
-    data=settings(RGM["data"], "exemplars_per_class", "stream_start", "stream_size"),
-)
-RGM_RUNS = {
-    protocol: settings(RGM, "seed", "hierarchy", "learning", "data", "inference", protocol=protocol)
-    for protocol in RGM_PROTOCOLS
+RGM_MODEL_KEYS = ["quantiser", "hierarchy", "learning", "inference"]
+# Two fitted models: official_test (SVD and bins fit on the stream) and paper_slice (fit on
+# stream + slice, the demo's protocol); evaluation runs name the model they use.
+RGM_FITS = ["official_test", "paper_slice"]
+RGM_EVALUATIONS = {
+    "official_test": "official_test",
+    "official_test_first1000": "official_test",
+    "validation": "official_test",
+    "paper_slice": "paper_slice",
 }
-RGM_SAMPLES = settings(RGM, "seed", "hierarchy", "learning", "samples")
+RGM_FIGURES = ["reconstructions", "generated", "accuracy_elbo", "diagnostics", "ablation"]
+RGM_MODEL_DIR = R("runs/rgm/model_{fit}")
+RGM_RUN = R("runs/rgm/{run_id}")
+RGM_ABLATION_RUN = R("runs/rgm_ablation/{variant}")
+RGM_DATA = settings(
+    RGM["data"], "exemplars_per_class", "stream_start", "stream_size", "slice_start", "slice_size", "val_size"
+)
+# The hand-off of each rule: the rgm keys that decide its outputs.
+RGM_FIT = {
+    fit: settings(
+        RGM,
+        *RGM_MODEL_KEYS,
+        data=settings(RGM_DATA, "exemplars_per_class", "stream_start", "stream_size", "slice_start", "slice_size"),
+        protocol=fit,
+    )
+    for fit in RGM_FITS
+}
+RGM_RUNS = {
+    run: settings(RGM, "seed", *RGM_MODEL_KEYS, data={**RGM_DATA, "test_limit": RGM["data"]["test_limit"]}, run=run)
+    for run in RGM_EVALUATIONS
+}
+RGM_SAMPLES = settings(RGM, "seed", *RGM_MODEL_KEYS, "samples")
+RGM_ABLATION = {
+    spec["name"]: settings(
+        RGM,
+        *RGM_MODEL_KEYS,
+        data=RGM_DATA,
+        preprocess=config["data"]["rgm"],
+        ablation_stream=RGM["ablation"]["stream_size"],
+        variant=spec["name"],
+        overrides=spec["overrides"],
+    )
+    for spec in RGM["ablation"]["variants"]
+}
+RGM_ABLATION_DESCRIPTIONS = {spec["name"]: spec["description"] for spec in RGM["ablation"]["variants"]}
+
+
+def rgm_model_file(fit, name):
+    """A file of a fitted model's directory (model.npz, fit.json, stream.npz, samples.npz)."""
+    return R(f"runs/rgm/model_{fit}/{name}")

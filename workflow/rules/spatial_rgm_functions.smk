@@ -3,14 +3,28 @@
 
 SPATIAL = config["spatial_rgm"]
 SPATIAL_RUN = R("runs/spatial_rgm/{run_id}")
-SPATIAL_FIGURES = ["abstraction", "conditional_samples", "locality"]
-# run_id -> the training hand-off; one run per (epochs, seed).
+# Figures of one run (the first seed of the first grid), drawn from its saved arrays.
+SPATIAL_RUN_FIGURES = ["abstraction", "conditional_samples", "locality"]
+# The figure over all runs: every seed's curves and measures, mean +- sd per grid.
+SPATIAL_FIGURES = SPATIAL_RUN_FIGURES + ["seeds"]
+SPATIAL_CLAIMS = Path(workflow.basedir) / "src" / "rgbench" / "claims" / "spatial_rgm.yaml"
+# The keys of a grid that decide its runs' numbers (a grid also lists its epochs and seeds).
+SPATIAL_RECIPE_KEYS = ["batch_size", "lr", "loss", "gumbel"]
+# run_id -> the training hand-off; one run per (grid, epochs, seed). A grid without
+# seeds (the origin recipe on the default preset) has no runs.
 SPATIAL_RUNS = {
-    run_id(epochs=epochs, seed=seed): settings(
-        SPATIAL, "train_limit", "train", "model", "loss", "gumbel", epochs=int(epochs), seed=int(seed)
+    run_id(grid=name, epochs=epochs, seed=seed): settings(
+        grid,
+        *SPATIAL_RECIPE_KEYS,
+        grid=name,
+        epochs=int(epochs),
+        seed=int(seed),
+        train_limit=SPATIAL["train_limit"],
+        model=SPATIAL["model"],
     )
-    for epochs in SPATIAL["epochs"]
-    for seed in SPATIAL["seeds"]
+    for name, grid in SPATIAL["grids"].items()
+    for epochs in grid["epochs"]
+    for seed in grid["seeds"]
 }
 SPATIAL_EVALUATE = settings(SPATIAL, "test_limit", "evaluation")
 
@@ -20,6 +34,7 @@ def spatial_files(name):
 
 
 def spatial_figure_arrays():
-    """The figures show the run of the first epochs value and the first seed."""
-    first = run_id(epochs=SPATIAL["epochs"][0], seed=SPATIAL["seeds"][0])
-    return f"{SPATIAL_RUN}/arrays.npz".format(run_id=first)
+    """The one-run figures show the first run: the first grid's first epochs value and seed."""
+    if not SPATIAL_RUNS:
+        raise ValueError("spatial_rgm is enabled but no grid lists a seed: give a grid `seeds: [0]`")
+    return f"{SPATIAL_RUN}/arrays.npz".format(run_id=next(iter(SPATIAL_RUNS)))

@@ -7,19 +7,20 @@ import os
 import numpy as np
 
 from rgbench.data.mnist import train_mask
-from rgbench.data.preprocess import balanced_subset_index, discretise, exemplar_index, resize, rgm_inputs
+from rgbench.data.preprocess import balanced_subset_index, discretise, exemplar_index, resize, rgm_ranks
 from rgbench.io import load_npz, save_npz_atomic
 
 
-def build_rgm32(mnist28: str | os.PathLike, output: str | os.PathLike, size: int = 32,
-                smoothing_sigma: float = 2.0, equalise: bool = True) -> None:
-    """``{train,test}_resized`` (plain resize) and ``{train,test}_rgm`` (the RGM's input)."""
+def build_rgm32(mnist28: str | os.PathLike, output: str | os.PathLike, size: int = 32, resize_method: str = "bicubic",
+                smoothing_sigma: float = 0.8493, boundary: str = "reflect", ranks: str = "ordinal") -> None:
+    """``{train,test}_resized`` (plain resize) and ``{train,test}_rgm``: the RGM's input,
+    each pixel's rank within its smoothed image (:func:`rgm_ranks`; defaults: the SPM demo)."""
     data = load_npz(mnist28)
     arrays = {}
     for split in ("train", "test"):
         images = data[f"{split}_images"]
         arrays[f"{split}_resized"] = resize(images, size)
-        arrays[f"{split}_rgm"] = rgm_inputs(images, size, smoothing_sigma, equalise)
+        arrays[f"{split}_rgm"] = rgm_ranks(images, size, resize_method, smoothing_sigma, boundary, ranks)
         arrays[f"{split}_labels"] = data[f"{split}_labels"]
     arrays["val_index"] = data["val_index"]
     save_npz_atomic(output, **arrays)

@@ -1,12 +1,18 @@
 """CelebA at 32 x 32 from a user-supplied directory (never downloaded by the pipeline).
 
 The directory holds the aligned face images (``img_align_celeba/*.jpg`` as distributed,
-or the images directly). When ``list_eval_partition.txt`` is present (beside the images
-or one level up) its official train / test split is used (validation rows join train);
-otherwise the last ``test_fraction`` of the sorted file names is the test set.
+178 x 218 JPEGs, or the images directly). When ``list_eval_partition.txt`` is present
+(beside the images or one level up) its split is used as the RG-Flow code uses it
+(torchvision's ``CelebA(split='train' | 'test')``): partition 0 is the training set,
+partition 2 the test set, and partition 1 is not used; the experiment holds its own
+seeded validation split out of the training set. Without the file, the last
+``test_fraction`` of the sorted file names is the test set.
 
-Preprocessing follows RG-Flow: CenterCrop 148 -> Resize 32; the random horizontal flip
-is a training-time augmentation (:func:`random_flip`), not baked into the cache.
+Preprocessing follows RG-Flow's celeba32 transform: CenterCrop 148 (the box left 15,
+top 35, right 163, bottom 183 of a 178 x 218 image) then Resize 32 (bilinear,
+antialiased, on the PIL image). The random horizontal flip is a training-time
+augmentation (:func:`random_flip`), not baked into the cache; the official code also
+flips test images at random, the test BPD here is taken on the unflipped images.
 """
 
 from __future__ import annotations
@@ -76,7 +82,7 @@ def build_cache(celeba_dir: str | os.PathLike, output_npz: str | os.PathLike, li
     partition = read_partition(root, folder)
     if partition is not None:
         test = [n for n in names if partition.get(n) == 2]
-        train = [n for n in names if partition.get(n) in (0, 1)]
+        train = [n for n in names if partition.get(n) == 0]
     else:
         n_test = max(1, int(round(len(names) * test_fraction))) if len(names) > 1 else 0
         train, test = names[:len(names) - n_test], names[len(names) - n_test:]

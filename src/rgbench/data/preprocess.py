@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from scipy import ndimage, stats
 
@@ -32,14 +34,6 @@ def resize(images: np.ndarray, size: int = 32) -> np.ndarray:
     return np.clip(np.rint(out.squeeze(1).numpy()), 0, 255).astype(np.uint8)
 
 
-def gaussian_smooth(images: np.ndarray, sigma: float) -> np.ndarray:
-    """Gaussian smoothing of each image (not across images) with std ``sigma`` pixels."""
-    if sigma <= 0:
-        return images.copy()
-    smoothed = ndimage.gaussian_filter(images.astype(np.float32), sigma=(0, sigma, sigma), mode="constant")
-    return smoothed
-
-
 def rank_equalise(images: np.ndarray) -> np.ndarray:
     """Rank-based histogram equalisation per image: each pixel becomes its mean rank,
     scaled to 0..255, so every image's grey levels are spread uniformly."""
@@ -49,17 +43,85 @@ def rank_equalise(images: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(scaled), 0, 255).astype(np.uint8).reshape(images.shape)
 
 
-def rgm_inputs(images: np.ndarray, size: int = 32, smoothing_sigma: float = 2.0, equalise: bool = True,
-               chunk: int = 10000) -> np.ndarray:
-    """The RGM's input: resize to ``size``, smooth, then rank-equalise (each optional)."""
-    out = np.empty((len(images), size, size), dtype=np.uint8)
+def rgm_inputs(images: np.ndarray, size: int = 32, smoothing_sigma: float = 2.0, equalise: bool = True) -> np.ndarray:
+    """The first port's RGM input (uint8): bilinear resize, Gaussian smoothing with zero
+    padding, then average-rank equalisation (or, without it, the smoothed grey values)."""
+    if equalise:
+        return rgm_ranks(images, size, "bilinear", smoothing_sigma, "constant", "average")
+    block = smooth(resize(images, size).astype(np.float32), smoothing_sigma, "constant")
+    return np.clip(np.rint(block), 0, 255).astype(np.uint8)
+
+
+# -- the SPM demo's preprocessing (DEM_MNIST_RGM.m): bicubic resize, FWHM smoothing with
+# mirror padding, ordinal ranks in column-major order
+
+RGM_RESIZE = ("bicubic", "bilinear")
+RGM_BOUNDARY = ("reflect", "constant")
+RGM_RANKS = ("ordinal", "average")
+
+
+def fwhm_to_sigma(fwhm: float) -> float:
+    """A Gaussian's standard deviation from its full width at half maximum."""
+    return float(fwhm) / math.sqrt(8.0 * math.log(2.0))
+
+
+def resize_bicubic(images: np.ndarray, size: int) -> np.ndarray:
+    """Bicubic (Keys a = -0.5, as MATLAB's imresize) float resize of (N, H, W) images in
+    [0, 1], without clipping the overshoot; (N, size, size) float32."""
+    from PIL import Image
+
+    out = np.empty((len(images), size, size), dtype=np.float32)
+    for i, image in enumerate(np.asarray(images, dtype=np.float32)):
+        out[i] = np.asarray(Image.fromarray(image, mode="F").resize((size, size), Image.BICUBIC))
+    return out
+
+
+def smooth(images: np.ndarray, sigma: float, boundary: str) -> np.ndarray:
+    """Separable Gaussian smoothing of each image with std ``sigma``, the kernel cut at
+    fix(6 sigma) pixels (as spm_conv); ``reflect`` repeats the edge pixel (MATLAB's
+    symmetric padding), ``constant`` pads with zeros."""
+    if boundary not in RGM_BOUNDARY:
+        raise ValueError(f"boundary must be one of {RGM_BOUNDARY}, got {boundary!r}")
+    x = np.asarray(images, dtype=np.float64)
+    if sigma <= 0:
+        return x.copy()
+    radius = max(1, int(6 * sigma))
+    return ndimage.gaussian_filter(x, sigma=(0, sigma, sigma), mode=boundary, radius=(0, radius, radius))
+
+
+def ordinal_ranks(images: np.ndarray) -> np.ndarray:
+    """Each pixel's rank 1..n within its image, ties broken by column-major position (a
+    stable sort of MATLAB's ``img(:)``); (N, H, W) uint16."""
+    n, h, w = images.shape
+    flat = np.asarray(images).transpose(0, 2, 1).reshape(n, h * w)      # column-major order
+    order = np.argsort(flat, axis=1, kind="stable")
+    ranks = np.empty_like(order)
+    np.put_along_axis(ranks, order, np.arange(1, h * w + 1)[None, :], axis=1)
+    return ranks.reshape(n, w, h).transpose(0, 2, 1).astype(np.uint16)
+
+
+def rgm_ranks(images: np.ndarray, size: int, resize_method: str, smoothing_sigma: float, boundary: str,
+              ranks: str, chunk: int = 10000) -> np.ndarray:
+    """The RGM cache: resize, smooth, then rank every pixel within its image.
+
+    ``ranks="ordinal"`` gives uint16 ranks 1..size^2 (the demo's sort); ``"average"`` the
+    first port's uint8 average ranks scaled to 0..255. The model maps ranks to intensities
+    (the demo's equalisation curve), so the curve's width stays a model setting.
+    """
+    if resize_method not in RGM_RESIZE:
+        raise ValueError(f"resize must be one of {RGM_RESIZE}, got {resize_method!r}")
+    if ranks not in RGM_RANKS:
+        raise ValueError(f"ranks must be one of {RGM_RANKS}, got {ranks!r}")
+    dtype = np.uint16 if ranks == "ordinal" else np.uint8
+    out = np.empty((len(images), size, size), dtype=dtype)
     for start in range(0, len(images), chunk):
-        block = resize(images[start:start + chunk], size).astype(np.float32)
-        block = gaussian_smooth(block, smoothing_sigma)
-        if equalise:
-            out[start:start + chunk] = rank_equalise(block)
+        block = images[start:start + chunk]
+        if resize_method == "bicubic":
+            block = resize_bicubic(block.astype(np.float32) / 255.0, size)
         else:
-            out[start:start + chunk] = np.clip(np.rint(block), 0, 255).astype(np.uint8)
+            block = resize(block, size).astype(np.float32) / 255.0
+        block = smooth(block, smoothing_sigma, boundary)
+        out[start:start + chunk] = ordinal_ranks(block) if ranks == "ordinal" else rank_equalise(block)
     return out
 
 

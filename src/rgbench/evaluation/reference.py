@@ -191,7 +191,8 @@ def checksum_path(path: str | os.PathLike) -> Path:
 
 def save_reference_classifier(model: ReferenceCNN, path: str | os.PathLike, extra: dict[str, Any] | None = None) -> str:
     """Write the weights (with their config) atomically, then ``<path>.sha256``; return the hex digest."""
-    state = {key: value.detach().cpu() for key, value in model.state_dict().items()}
+    # contiguous: the file (and its checksum) never depends on the memory format trained in
+    state = {key: value.detach().cpu().contiguous() for key, value in model.state_dict().items()}
     payload = {"config": asdict(model.config), "state_dict": state, "extra": dict(extra or {})}
     # Serialise in memory: torch.save names the zip's root folder after the file it writes,
     # so saving straight to a random temporary name would make the checksum random too.

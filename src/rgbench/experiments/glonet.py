@@ -1,9 +1,19 @@
-"""GloNet vs MLP vs ResMLP depth study (seed 002): one training job per (model, depth, seed).
+"""GloNet vs MLP vs ResMLP depth study (seed 002 and the official GloNet notebook).
 
-A job trains one :class:`~rgbench.models.glonet.DepthNet` on flattened MNIST with the
-shared :func:`rgbench.training.fit` loop (checkpoint per epoch, exact resume, NaN ->
-diverged), then measures test accuracy, layer usage and early-exit accuracy, and writes
-``metrics.json`` plus an ``arrays.npz`` that the figure rules read.
+A run is one (grid, model, depth, seed): it trains one
+:class:`~rgbench.models.glonet.DepthNet` on flattened MNIST with the shared
+:func:`rgbench.training.fit` loop (checkpoint per epoch, exact resume, NaN -> diverged),
+following its grid's recipe (initialisation, activation, input scaling, batch size,
+optimiser, epochs, training images). A Snakemake job trains the runs of one (grid, model,
+seed) one depth after the other, so that the many tiny runs of the notebook grid share
+one process start-up (about 3 CPU-seconds each), and writes each run's ``metrics.json``
+and ``arrays.npz``.
+
+Protocol: the training images are MNIST's training split minus the seeded validation
+split (5,000 images in the full-data presets). Validation data decides every choice:
+the learning curve (validation accuracy every ``val_every_steps`` steps), the early-exit
+depth ``best_exit_k``, and offline the grid's learning rate. The test set is evaluated
+once, after training, for the reported accuracy and the descriptive layer-usage measures.
 """
 
 from __future__ import annotations
@@ -13,7 +23,7 @@ import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -21,7 +31,7 @@ import torch.nn.functional as F
 
 from rgbench.config import build
 from rgbench.io import file_sha256, save_npz_atomic
-from rgbench.models.glonet import DepthNet, DepthNetConfig, weight_one_norms
+from rgbench.models.glonet import DepthNet, DepthNetConfig, replication_parameter_norms
 from rgbench.results import finite_or_none, params_fingerprint, provenance, write_metrics
 from rgbench.runtime import describe_device, get_logger, pick_device, seed_everything
 from rgbench.training import FitResult, TensorBatches, epoch_permutation, fit
@@ -30,64 +40,104 @@ log = get_logger("glonet")
 
 EXPERIMENT = "glonet"
 OPTIMIZERS = ("adam", "sgd")
+DEPTH_COUNTS = ("linear", "hidden")
 
 
 @dataclass
 class GloNetRunConfig:
     """Everything that decides a run's numbers (the checkpoint fingerprint hashes it)."""
 
-    grid: str  # which grid of the config the run belongs to
+    grid: str  # the config grid the run belongs to
     model: str
     depth: int
-    features: int
-    epochs: int
-    batch_size: int
-    lr: float
-    optimizer: str
-    momentum: float
+    # "linear": depth counts every Linear layer including the head (the replication's
+    # num_layers); "hidden": hidden layers only (the official notebook's num_layers)
+    depth_counts: str
     seed: int
+    features: int
+    init: str
+    negative_slope: float  # 0: ReLU
+    input_mean: float  # inputs are (pixel / 255 - input_mean) / input_std
+    input_std: float
+    mlp_output: str
+    residual_start: int
+    batch_size: int
+    optimizer: str
+    lr: float
+    momentum: float
+    epochs: int
     train_limit: int  # 0: the whole train split
     test_limit: int  # 0: the whole test set
+    val_every_steps: int
+    val_curve_images: int  # 0: the whole validation split
+    usage_fraction: float
+    convergence_levels: list[float]
+    exit_tolerance: float
 
     def __post_init__(self) -> None:
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
-        for name in ("epochs", "batch_size"):
+        if self.depth_counts not in DEPTH_COUNTS:
+            raise ValueError(f"depth_counts must be one of {DEPTH_COUNTS}, got {self.depth_counts!r}")
+        for name in ("epochs", "batch_size", "val_every_steps"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if not self.lr > 0:
             raise ValueError(f"lr must be > 0, got {self.lr}")
-        if self.train_limit < 0 or self.test_limit < 0:
-            raise ValueError("train_limit and test_limit must be >= 0 (0 means all)")
-        self.net_config()  # validates model, depth and features early
+        if not self.input_std > 0:
+            raise ValueError(f"input_std must be > 0, got {self.input_std}")
+        if min(self.train_limit, self.test_limit, self.val_curve_images) < 0:
+            raise ValueError("train_limit, test_limit and val_curve_images must be >= 0 (0 means all)")
+        if not 0 < self.usage_fraction <= 1:
+            raise ValueError(f"usage_fraction must be in (0, 1], got {self.usage_fraction}")
+        if not all(0 < level <= 1 for level in self.convergence_levels):
+            raise ValueError(f"convergence_levels must lie in (0, 1], got {self.convergence_levels}")
+        self.net_config()  # validates model, depth, features, init ... early
+
+    @property
+    def hidden_layers(self) -> int:
+        return self.depth - 1 if self.depth_counts == "linear" else self.depth
 
     def net_config(self) -> DepthNetConfig:
-        return DepthNetConfig(model=self.model, depth=self.depth, features=self.features)
+        if self.hidden_layers < 1:
+            raise ValueError(f"depth {self.depth} counted as {self.depth_counts!r} layers leaves no hidden layer")
+        return DepthNetConfig(model=self.model, hidden_layers=self.hidden_layers, features=self.features,
+                              init=self.init, negative_slope=self.negative_slope, mlp_output=self.mlp_output,
+                              residual_start=self.residual_start)
 
 
 @dataclass
 class Data:
     train_x: torch.Tensor
     train_y: torch.Tensor
+    val_x: torch.Tensor
+    val_y: torch.Tensor
     test_x: torch.Tensor
     test_y: torch.Tensor
 
 
-def to_inputs(images: np.ndarray) -> torch.Tensor:
-    """uint8 (N, 28, 28) -> float32 (N, 784) in [0, 1]."""
-    return torch.from_numpy(images.reshape(len(images), -1)).float().div_(255.0)
+def to_inputs(images: np.ndarray, mean: float, std: float) -> torch.Tensor:
+    """uint8 (N, 28, 28) -> float32 (N, 784): (pixel / 255 - mean) / std."""
+    x = torch.from_numpy(images.reshape(len(images), -1)).float().div_(255.0)
+    return x.sub_(mean).div_(std)
 
 
-def load_data(mnist28: str | os.PathLike, train_limit: int = 0, test_limit: int = 0,
+def load_data(mnist28: str | os.PathLike, train_limit: int, test_limit: int, input_mean: float, input_std: float,
               device: torch.device | str = "cpu") -> Data:
     from rgbench.data.mnist import load_splits
 
     splits = load_splits(mnist28, limit_train=train_limit or None, limit_test=test_limit or None)
+
+    def labels(values: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(values.astype(np.int64)).to(device)
+
     return Data(
-        train_x=to_inputs(splits.train_images).to(device),
-        train_y=torch.from_numpy(splits.train_labels.astype(np.int64)).to(device),
-        test_x=to_inputs(splits.test_images).to(device),
-        test_y=torch.from_numpy(splits.test_labels.astype(np.int64)).to(device),
+        train_x=to_inputs(splits.train_images, input_mean, input_std).to(device),
+        train_y=labels(splits.train_labels),
+        val_x=to_inputs(splits.val_images, input_mean, input_std).to(device),
+        val_y=labels(splits.val_labels),
+        test_x=to_inputs(splits.test_images, input_mean, input_std).to(device),
+        test_y=labels(splits.test_labels),
     )
 
 
@@ -110,31 +160,93 @@ def accuracy(model: DepthNet, x: torch.Tensor, y: torch.Tensor, batch_size: int 
 
 
 @torch.inference_mode()
-def layer_statistics(model: DepthNet, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1000) -> dict[str, np.ndarray]:
-    """Per hidden layer: mean per-sample L1 norm of its output (raw and normalised to sum
-    to 1 across layers), the weight 1-norm, and early-exit accuracy (head on the sum of the
-    first k outputs; NaN for an MLP, whose head reads the last layer only)."""
+def layer_statistics(model: DepthNet, x: torch.Tensor, y: torch.Tensor, batch_size: int) -> dict[str, Any]:
+    """One pass over (x, y) in batches of ``batch_size``, in order. Per hidden layer:
+
+    - ``layer_l1``: mean over samples of the L1 norm of the layer's activated output (what
+      GloNet's sum receives from it); ``layer_usage``: the same normalised to sum to 1;
+    - ``replication_l1``: the public replication's measure of intermediate outputs: per
+      batch, the induced 1-norm of the layer's pre-activation (batch x units) matrix, i.e.
+      the largest over units of the sum over the batch of |z|; summed over batches and
+      divided by n_batches * batch_size (``replication_head_l1``: the same for the head's
+      logits);
+    - ``exit_accuracy``: accuracy of the head on the stream after the first k layers (NaN
+      for an MLP, whose head reads the last layer only);
+
+    and ``accuracy`` of the whole net.
+    """
     model.eval()
     layers = model.config.hidden_layers
     l1 = torch.zeros(layers, dtype=torch.float64)
-    correct = torch.zeros(layers, dtype=torch.float64)
+    replication = torch.zeros(layers, dtype=torch.float64)
+    replication_head = 0.0
+    exit_correct = torch.zeros(layers, dtype=torch.float64)
+    correct = 0
+    n_batches = 0
+    uses_head = not (model.config.model == "MLP" and model.config.mlp_output == "hidden")
     for start in range(0, len(x), batch_size):
         xb, yb = x[start:start + batch_size], y[start:start + batch_size]
-        for k, (h, stream) in enumerate(model.iter_layers(xb)):
-            l1[k] += h.abs().sum(dim=1).double().sum().cpu()
+        n_batches += 1
+        stream = xb
+        for k, (z, h, stream) in enumerate(model.iter_layers(xb)):
+            l1[k] += h.abs().sum().double().cpu()
+            replication[k] += z.abs().sum(dim=0).max().double().cpu()
             if model.head_reads_sum:
-                correct[k] += (model.head(stream).argmax(1) == yb).sum().cpu()
+                exit_correct[k] += (model.head(stream).argmax(1) == yb).sum().cpu()
+        logits = model.head(stream) if uses_head else stream
+        if uses_head:
+            replication_head += float(logits.abs().sum(dim=0).max())
+        correct += int((logits.argmax(1) == yb).sum())
     n = max(len(x), 1)
     l1 = (l1 / n).numpy()
-    total = l1.sum()
-    usage = l1 / total if np.isfinite(total) and total > 0 else np.full_like(l1, np.nan)
-    exit_accuracy = (correct / n).numpy() if model.head_reads_sum else np.full(layers, np.nan)
+    replication = (replication / max(n_batches * batch_size, 1)).numpy()
     return {
-        "layer_l1": l1.astype(np.float64),
-        "layer_usage": usage.astype(np.float64),
-        "weight_norm1": weight_one_norms(model).double().cpu().numpy(),
-        "early_exit_accuracy": exit_accuracy.astype(np.float64),
+        "accuracy": correct / n,
+        "layer_l1": l1,
+        "layer_usage": normalised(l1),
+        "replication_l1": replication,
+        "replication_head_l1": replication_head / max(n_batches * batch_size, 1) if uses_head else math.nan,
+        "exit_accuracy": (exit_correct / n).numpy() if model.head_reads_sum else np.full(layers, np.nan),
     }
+
+
+def normalised(values: np.ndarray) -> np.ndarray:
+    total = values.sum()
+    return values / total if np.isfinite(total) and total > 0 else np.full_like(values, np.nan)
+
+
+def layers_for_fraction(usage: np.ndarray, fraction: float) -> int | None:
+    """How many leading layers carry ``fraction`` of the total usage (None if undefined)."""
+    if not np.all(np.isfinite(usage)) or usage.sum() <= 0:
+        return None
+    return int(np.searchsorted(np.cumsum(usage), fraction * usage.sum() * (1 - 1e-12)) + 1)
+
+
+def best_exit_k(exit_accuracy: np.ndarray, tolerance: float) -> int | None:
+    """Smallest k whose early-exit accuracy is within ``tolerance`` of the best k (apply
+    it to validation accuracies only: it is a choice)."""
+    if not np.any(np.isfinite(exit_accuracy)):
+        return None
+    best = np.nanmax(exit_accuracy)
+    return int(np.flatnonzero(exit_accuracy >= best - tolerance)[0] + 1)
+
+
+def steps_to_level(steps: Sequence[int], accuracies: Sequence[float], level: float, steps_run: int) -> int:
+    """The first checked step whose validation accuracy is >= ``level``; ``steps_run + 1``
+    (censored: "not within this run") when none is."""
+    for step, value in zip(steps, accuracies):
+        if value is not None and value >= level:
+            return int(step)
+    return int(steps_run) + 1
+
+
+def level_name(level: float) -> str:
+    """0.9 -> "90", 0.975 -> "97_5": the suffix of a convergence-level column."""
+    return f"{100 * level:.6g}".replace(".", "_")
+
+
+def usage_name(fraction: float) -> str:
+    return level_name(fraction)
 
 
 @dataclass
@@ -142,22 +254,31 @@ class RunResult:
     config: GloNetRunConfig
     model: DepthNet
     fit: FitResult
-    test_accuracy: float
-    curves: dict[str, list[float | None]] = field(default_factory=dict)
+    steps_run: int
+    curves: dict[str, list[Any]] = field(default_factory=dict)
 
 
 def train(config: GloNetRunConfig, data: Data, device: torch.device | str = "cpu",
           checkpoint_path: str | os.PathLike | None = None, description: str | None = None) -> RunResult:
-    """Train one network; a non-finite loss ends the run with ``diverged`` set, not an error."""
+    """Train one network; a non-finite loss ends the run with ``diverged`` set, not an error.
+
+    Validation accuracy on the first ``val_curve_images`` validation images is recorded
+    every ``val_every_steps`` optimiser steps and after the last step (the learning curve
+    that "converges faster" is measured on)."""
     device = torch.device(device)
     seed_everything(config.seed)
     model = DepthNet(config.net_config()).to(device)
     optimizer = make_optimizer(model, config)
     n_train = len(data.train_x)
-    running = {"correct": 0, "seen": 0}  # train accuracy of the epoch, from the batches' own logits
+    steps_per_epoch = math.ceil(n_train / config.batch_size)
+    total_steps = steps_per_epoch * config.epochs
+    curve_n = config.val_curve_images or len(data.val_x)
+    val_x, val_y = data.val_x[:curve_n], data.val_y[:curve_n]
+    # The global step and the epoch's running train accuracy (from the batches' own logits).
+    state: dict[str, Any] = {"step": 0, "correct": 0, "seen": 0, "curve": []}
 
     def make_batches(epoch: int) -> TensorBatches:
-        running.update(correct=0, seen=0)
+        state.update(step=epoch * steps_per_epoch, correct=0, seen=0, curve=[])
         order = torch.from_numpy(epoch_permutation(n_train, config.seed, epoch)).to(device)
         return TensorBatches((data.train_x, data.train_y), config.batch_size, order=order)
 
@@ -165,119 +286,186 @@ def train(config: GloNetRunConfig, data: Data, device: torch.device | str = "cpu
         x, y = batch
         logits = model(x)
         with torch.no_grad():
-            running["correct"] += int((logits.argmax(1) == y).sum())
-            running["seen"] += len(y)
+            state["correct"] += int((logits.argmax(1) == y).sum())
+            state["seen"] += len(y)
         return F.cross_entropy(logits, y)
 
+    def on_step(_: int) -> None:
+        state["step"] += 1
+        if state["step"] % config.val_every_steps == 0 or state["step"] == total_steps:
+            state["curve"].append([state["step"], accuracy(model, val_x, val_y)])
+            model.train()
+
     def on_epoch_end(epoch: int) -> dict[str, Any]:
-        started = time.perf_counter()
-        test_accuracy = accuracy(model, data.test_x, data.test_y)
-        return {
-            "train_accuracy": running["correct"] / max(running["seen"], 1),
-            "test_accuracy": test_accuracy,
-            "eval_seconds": time.perf_counter() - started,
-        }
+        return {"train_accuracy": state["correct"] / max(state["seen"], 1), "val_curve": list(state["curve"]),
+                "steps": state["step"]}
 
     result = fit(
         model, optimizer, make_batches, loss_fn, config.epochs,
-        checkpoint_path=checkpoint_path, on_epoch_end=on_epoch_end,
+        checkpoint_path=checkpoint_path, on_epoch_end=on_epoch_end, on_step=on_step,
         description=description or f"{config.model}-{config.depth}",
-        fingerprint=params_fingerprint({**asdict(config), "n_train": n_train, "n_test": len(data.test_x)}),
+        fingerprint=params_fingerprint({**asdict(config), "n_train": n_train, "n_val": len(data.val_x),
+                                        "n_test": len(data.test_x)}),
     )
     history = result.history
+    val_points = [point for h in history for point in h.extra.get("val_curve", [])]
     curves = {
         "epoch": [h.epoch for h in history],
         "train_loss": [finite_or_none(h.train_loss) for h in history],
         "train_accuracy": [h.extra.get("train_accuracy") for h in history],
-        "test_accuracy": [h.extra.get("test_accuracy") for h in history],
         "epoch_seconds": [h.seconds for h in history],
+        "val_step": [int(step) for step, _ in val_points],
+        "val_accuracy": [float(value) for _, value in val_points],
     }
-    # "The accuracy it had": a diverged run's last evaluation (made right after the NaN).
-    final = history[-1].extra["test_accuracy"] if history else accuracy(model, data.test_x, data.test_y)
-    return RunResult(config, model, result, final, curves)
+    steps_run = int(history[-1].extra.get("steps", 0)) if history else 0
+    return RunResult(config, model, result, steps_run, curves)
 
 
-def _as_float_array(values: list[float | None]) -> np.ndarray:
-    return np.array([math.nan if v is None else v for v in values], dtype=np.float64)
-
-
-def train_job(
-    config: Mapping[str, Any] | GloNetRunConfig,
-    mnist28: str | os.PathLike,
-    metrics_path: str | os.PathLike,
-    arrays_path: str | os.PathLike,
-    run_id: str,
-    device: str = "auto",
-) -> dict[str, Any]:
-    """One Snakemake job: train, measure, write ``metrics.json`` and ``arrays.npz``."""
-    started = time.perf_counter()
-    if not isinstance(config, GloNetRunConfig):
-        config = build(GloNetRunConfig, config)
-    torch_device = pick_device(device)
-    data = load_data(mnist28, config.train_limit, config.test_limit, torch_device)
-    checkpoint = Path(metrics_path).parent / "checkpoint.pt"
-    result = train(config, data, torch_device, checkpoint_path=checkpoint, description=run_id)
-    stats = layer_statistics(result.model, data.test_x, data.test_y)
-    history = result.fit.history
-    diverged_epoch = next((h.epoch for h in history if h.diverged), None)
+def evaluate(result: RunResult, data: Data) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """After training: the full validation split decides the early-exit depth; the test
+    set, evaluated once, gives the reported numbers. Returns (metrics, arrays)."""
+    config, model = result.config, result.model
+    val = layer_statistics(model, data.val_x, data.val_y, config.batch_size)
+    test = layer_statistics(model, data.test_x, data.test_y, config.batch_size)
+    exit_k = best_exit_k(val["exit_accuracy"], config.exit_tolerance)
+    fraction = usage_name(config.usage_fraction)
     curves = result.curves
-    save_npz_atomic(
-        arrays_path,
-        **{key: _as_float_array(values) for key, values in curves.items()},
-        **stats,
-    )
-    n_params = sum(p.numel() for p in result.model.parameters())
-    epochs_run = len(history)
-    test_curve = [v for v in curves["test_accuracy"] if v is not None]
-    metrics = {
-        "test_accuracy": result.test_accuracy,
-        "best_test_accuracy": max(test_curve) if test_curve else None,
+    history = result.fit.history
+    metrics: dict[str, Any] = {
+        "test_accuracy": test["accuracy"],
+        "val_accuracy": val["accuracy"],
         "final_train_loss": curves["train_loss"][-1] if history else None,
         "final_train_accuracy": curves["train_accuracy"][-1] if history else None,
         "train_seconds": result.fit.train_seconds,
-        "seconds_per_epoch": result.fit.train_seconds / max(epochs_run, 1),
+        "seconds_per_epoch": result.fit.train_seconds / max(len(history), 1),
         "diverged": bool(result.fit.diverged),
-        "diverged_epoch": diverged_epoch,
-        "usage_layers_for_90pct": layers_for_fraction(stats["layer_usage"], 0.9),
-        "best_early_exit_k": best_exit_k(stats["early_exit_accuracy"]),
+        "diverged_epoch": next((h.epoch for h in history if h.diverged), None),
+        f"usage_layers_{fraction}": layers_for_fraction(test["layer_usage"], config.usage_fraction),
+        f"replication_l1_layers_{fraction}": layers_for_fraction(test["replication_l1"], config.usage_fraction),
+        "best_exit_k": exit_k,
+        "exit_val_accuracy": None if exit_k is None else float(val["exit_accuracy"][exit_k - 1]),
+        "exit_test_accuracy": None if exit_k is None else float(test["exit_accuracy"][exit_k - 1]),
     }
-    params = {key: value for key, value in asdict(config).items() if key != "seed"}
-    record = write_metrics(
-        metrics_path,
-        experiment=EXPERIMENT,
-        run_id=run_id,
-        params=params,
-        seed=config.seed,
-        metrics=metrics,
-        wall_seconds=time.perf_counter() - started,
-        device=describe_device(torch_device),
-        provenance=provenance(n_train=len(data.train_x), n_val=0, n_test=len(data.test_x),
-                              data_sha256=file_sha256(mnist28), n_params=n_params, epochs_run=epochs_run),
-        extra={"curves": curves, "resumed_from_epoch": result.fit.resumed_from_epoch,
-               **{key: _json_list(value) for key, value in stats.items()}},
-    )
-    # metrics.json is the finished result; a stale checkpoint would only make a forced
-    # rerun skip training.
-    checkpoint.unlink(missing_ok=True)
-    log.info("%s: test accuracy %.4f, diverged=%s, %.1f s training", run_id, result.test_accuracy,
-             result.fit.diverged, result.fit.train_seconds)
-    return record
+    for level in config.convergence_levels:
+        steps = steps_to_level(curves["val_step"], curves["val_accuracy"], level, result.steps_run)
+        metrics[f"steps_to_val_{level_name(level)}"] = steps
+        metrics[f"reached_val_{level_name(level)}"] = steps <= result.steps_run
+    arrays = {
+        "layer_l1": test["layer_l1"],
+        "layer_usage": test["layer_usage"],
+        "replication_l1": test["replication_l1"],
+        "replication_param_l1": replication_parameter_norms(model).double().cpu().numpy(),
+        "val_exit_accuracy": val["exit_accuracy"],
+        "test_exit_accuracy": test["exit_accuracy"],
+    }
+    return {key: finite_or_none(value) if isinstance(value, float) else value for key, value in metrics.items()}, \
+        arrays
+
+
+def _as_float_array(values: Sequence[float | None]) -> np.ndarray:
+    return np.array([math.nan if v is None else v for v in values], dtype=np.float64)
 
 
 def _json_list(values: np.ndarray) -> list[float | None]:
     return [finite_or_none(float(v)) for v in values]
 
 
-def layers_for_fraction(usage: np.ndarray, fraction: float) -> int | None:
-    """How many leading layers carry ``fraction`` of the total usage (None if undefined)."""
-    if not np.all(np.isfinite(usage)) or usage.sum() <= 0:
-        return None
-    return int(np.searchsorted(np.cumsum(usage), fraction * usage.sum()) + 1)
+def run_one(config: GloNetRunConfig, data: Data, run_id: str, metrics_path: str | os.PathLike,
+            arrays_path: str | os.PathLike, data_sha256: str, device: torch.device) -> dict[str, Any]:
+    """Train and evaluate one run; write its ``metrics.json`` and ``arrays.npz``. Its
+    checkpoint (next to metrics.json) is left for the caller to remove."""
+    started = time.perf_counter()
+    checkpoint = Path(metrics_path).parent / "checkpoint.pt"
+    result = train(config, data, device, checkpoint_path=checkpoint, description=run_id)
+    metrics, arrays = evaluate(result, data)
+    curves = result.curves
+    save_npz_atomic(arrays_path, **{key: _as_float_array(values) for key, values in curves.items()}, **arrays)
+    net = config.net_config()
+    record = write_metrics(
+        metrics_path,
+        experiment=EXPERIMENT,
+        run_id=run_id,
+        params={key: value for key, value in asdict(config).items() if key != "seed"},
+        seed=config.seed,
+        metrics=metrics,
+        wall_seconds=time.perf_counter() - started,
+        device=describe_device(device),
+        provenance=provenance(n_train=len(data.train_x), n_val=len(data.val_x), n_test=len(data.test_x),
+                              data_sha256=data_sha256, n_params=sum(p.numel() for p in result.model.parameters()),
+                              epochs_run=len(result.fit.history), steps_run=result.steps_run,
+                              hidden_layers=net.hidden_layers, linear_layers=net.linear_layers,
+                              val_curve_n=min(config.val_curve_images or len(data.val_x), len(data.val_x))),
+        extra={"curves": curves, "resumed_from_epoch": result.fit.resumed_from_epoch,
+               **{key: _json_list(value) for key, value in arrays.items()}},
+    )
+    log.info("%s: test accuracy %.4f, validation %.4f, diverged=%s, %.1f s training", run_id,
+             metrics["test_accuracy"], metrics["val_accuracy"], result.fit.diverged, result.fit.train_seconds)
+    return record
 
 
-def best_exit_k(exit_accuracy: np.ndarray) -> int | None:
-    """Smallest k whose early-exit accuracy is within 0.5 points of the best k."""
-    if not np.any(np.isfinite(exit_accuracy)):
-        return None
-    best = np.nanmax(exit_accuracy)
-    return int(np.flatnonzero(exit_accuracy >= best - 0.005)[0] + 1)
+def train_job(config: Mapping[str, Any], mnist28: str | os.PathLike, metrics_paths: Sequence[str | os.PathLike],
+              arrays_paths: Sequence[str | os.PathLike], device: str = "auto") -> list[dict[str, Any]]:
+    """One Snakemake job: the runs of ``config["runs"]`` ({run_id: hand-off}), each written
+    to the output pair whose directory is named after its run id.
+
+    Checkpoints stay until every run of the job is written: a job killed half-way resumes
+    its finished runs from their last checkpoint (evaluation only) when rerun."""
+    runs = {run_id: build(GloNetRunConfig, settings) for run_id, settings in config["runs"].items()}
+    metrics_by_run = {Path(path).parent.name: path for path in metrics_paths}
+    arrays_by_run = {Path(path).parent.name: path for path in arrays_paths}
+    if set(metrics_by_run) != set(runs) or set(arrays_by_run) != set(runs):
+        raise ValueError(f"the job's outputs {sorted(metrics_by_run)} do not match its runs {sorted(runs)}")
+    torch_device = pick_device(device)
+    data_sha256 = file_sha256(mnist28)
+    cache: dict[tuple, Data] = {}
+    records = []
+    # Shallow runs first: a broken setting shows up in seconds, not after the deepest run.
+    for run_id, run in sorted(runs.items(), key=lambda item: (item[1].depth, item[0])):
+        key = (run.train_limit, run.test_limit, run.input_mean, run.input_std)
+        if key not in cache:
+            cache[key] = load_data(mnist28, *key, device=torch_device)
+        records.append(run_one(run, cache[key], run_id, metrics_by_run[run_id], arrays_by_run[run_id],
+                               data_sha256, torch_device))
+    # metrics.json is the finished result; a stale checkpoint would only make a forced
+    # rerun skip training.
+    for path in metrics_by_run.values():
+        (Path(path).parent / "checkpoint.pt").unlink(missing_ok=True)
+    return records
+
+
+def grid_run_config(section: Mapping[str, Any], grid: str, model: str, depth: int, seed: int,
+                    **overrides: Any) -> GloNetRunConfig:
+    """A run's config as the workflow builds it from the glonet section (for the lr sweep,
+    benchmarks and tests): the grid's recipe, the section's measures, then ``overrides``."""
+    recipe = {key: value for key, value in section["grids"][grid].items()
+              if key not in ("enabled", "models", "depths", "seeds")}
+    measures = {key: section[key] for key in ("usage_fraction", "convergence_levels", "exit_tolerance")}
+    return build(GloNetRunConfig, {**recipe, **measures, "grid": grid, "model": model, "depth": depth,
+                                   "seed": seed, **overrides})
+
+
+def lr_sweep(section: Mapping[str, Any], grid: str, mnist28: str | os.PathLike, lrs: Sequence[float],
+             models: Sequence[str], depths: Sequence[int], seeds: Sequence[int], device: str = "auto",
+             **overrides: Any) -> list[dict[str, Any]]:
+    """Train ``grid``'s recipe at each learning rate and report validation accuracy only
+    (the test set is never evaluated): how a grid's lr is chosen. One row per run."""
+    torch_device = pick_device(device)
+    rows = []
+    data = None
+    for lr in lrs:
+        for model in models:
+            for depth in depths:
+                for seed in seeds:
+                    config = grid_run_config(section, grid, model, depth, seed, lr=float(lr), **overrides)
+                    if data is None:
+                        data = load_data(mnist28, config.train_limit, config.test_limit, config.input_mean,
+                                         config.input_std, torch_device)
+                    cpu = time.process_time()
+                    result = train(config, data, torch_device, description=f"lr {lr} {model}-{depth} s{seed}")
+                    rows.append({"grid": grid, "lr": float(lr), "model": model, "depth": depth, "seed": seed,
+                                 "val_accuracy": accuracy(result.model, data.val_x, data.val_y),
+                                 "diverged": result.fit.diverged, "steps": result.steps_run,
+                                 "cpu_seconds": time.process_time() - cpu,
+                                 "val_curve": result.curves["val_accuracy"]})
+                    log.info("%s", {k: v for k, v in rows[-1].items() if k != "val_curve"})
+    return rows

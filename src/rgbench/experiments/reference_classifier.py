@@ -70,6 +70,23 @@ def accuracy(classifier: ReferenceClassifier, images: np.ndarray, labels: np.nda
     return float((classifier.predict(images) == labels).mean()) if len(labels) else float("nan")
 
 
+def batch_loss(model: ReferenceCNN, x: torch.Tensor, y: torch.Tensor, cfg: ReferenceTrainConfig) -> torch.Tensor:
+    """The training loss of one batch of normalised digits: shift augmentation, and outlier
+    exposure (``outlier_fraction`` noise images per digit pushed towards the uniform class
+    distribution; the term is KL(uniform || p(y|noise)) >= 0, cross-entropy minus ln 10)."""
+    x = random_shift(x, cfg.max_shift)
+    n_outliers = round(cfg.outlier_fraction * len(x))
+    if n_outliers:
+        x = torch.cat([x, normalise(outlier_images(n_outliers, x.device))])
+    # channels-last convolutions: about 20% less CPU time per step on one thread (measured)
+    logits = model(x.contiguous(memory_format=torch.channels_last))
+    digits, outliers = logits[:len(y)], logits[len(y):]
+    loss = F.cross_entropy(digits, y)
+    if n_outliers:
+        loss = loss - F.log_softmax(outliers, dim=1).mean(dim=1).mean() - math.log(NUM_CLASSES)
+    return loss
+
+
 def independent_pixel_samples(train_images: np.ndarray, n: int, seed: int) -> dict[str, np.ndarray]:
     """Samples of two independent-pixel baselines fitted to the training images.
 
@@ -94,7 +111,7 @@ def independent_pixel_samples(train_images: np.ndarray, n: int, seed: int) -> di
 def train_job(config: Mapping[str, Any], mnist28: str | os.PathLike, model_path: str | os.PathLike,
               stats_path: str | os.PathLike, metrics_path: str | os.PathLike, run_id: str,
               device: str = "auto") -> dict[str, Any]:
-    """One classifier: train on the train split (epochs checked on validation), then
+    """One classifier: train on the train split (validation accuracy after every epoch), then
     evaluate the test set once; write weights, checksum, FID statistics and metrics.json."""
     started = time.perf_counter()
     cfg = build(ReferenceTrainConfig, config)
@@ -106,7 +123,7 @@ def train_job(config: Mapping[str, Any], mnist28: str | os.PathLike, model_path:
 
     x_train = to_input(splits.train_images).to(dev)
     y_train = torch.from_numpy(splits.train_labels.astype(np.int64)).to(dev)
-    model = ReferenceCNN(cfg.model_config()).to(dev)
+    model = ReferenceCNN(cfg.model_config()).to(dev).to(memory_format=torch.channels_last)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps_per_epoch = -(-len(y_train) // cfg.batch_size)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=cfg.lr, epochs=cfg.epochs,
@@ -117,23 +134,19 @@ def train_job(config: Mapping[str, Any], mnist28: str | os.PathLike, model_path:
         return TensorBatches((x_train, y_train), cfg.batch_size, order=epoch_permutation(len(y_train), cfg.seed, epoch))
 
     def loss_fn(batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
-        x, y = batch
-        x = random_shift(x, cfg.max_shift)
-        n_outliers = round(cfg.outlier_fraction * len(x))
-        if n_outliers == 0:
-            return F.cross_entropy(model(x), y)
-        # Outlier exposure: noise images pushed towards the uniform class distribution;
-        # the term is KL(uniform || p(y|noise)) >= 0 (cross-entropy minus its floor ln 10).
-        logits = model(torch.cat([x, normalise(outlier_images(n_outliers, dev))]))
-        digits, outliers = logits[:len(x)], logits[len(x):]
-        uniform_kl = -F.log_softmax(outliers, dim=1).mean(dim=1).mean() - math.log(NUM_CLASSES)
-        return F.cross_entropy(digits, y) + uniform_kl
+        return batch_loss(model, *batch, cfg)
+
+    cpu_mark = [time.process_time()]
 
     def on_epoch_end(epoch: int) -> dict[str, Any]:
         # Eval mode: no dropout, and BatchNorm's running statistics never see validation images.
         model.eval()
         result = {"val_accuracy": accuracy(classifier, splits.val_images, splits.val_labels)}
         model.train()
+        # CPU time of the epoch (validation included), kept in the checkpointed history so
+        # that a resumed job still reports the whole training's CPU time
+        now = time.process_time()
+        result["cpu_seconds"], cpu_mark[0] = now - cpu_mark[0], now
         return result
 
     # The fingerprint makes a job rerun with other settings ignore a stale checkpoint.
@@ -141,6 +154,7 @@ def train_job(config: Mapping[str, Any], mnist28: str | os.PathLike, model_path:
     checkpoint = Path(model_path).parent / "checkpoint.pt"
     result = fit(model, optimizer, make_batches, loss_fn, cfg.epochs, checkpoint_path=checkpoint,
                  on_epoch_end=on_epoch_end, scheduler=scheduler, description="reference", fingerprint=fingerprint)
+    train_cpu_seconds = float(sum(h.extra["cpu_seconds"] for h in result.history))
     if result.diverged:
         raise RuntimeError("reference classifier training diverged (non-finite loss); lower the learning rate")
     model.eval()
@@ -179,6 +193,7 @@ def train_job(config: Mapping[str, Any], mnist28: str | os.PathLike, model_path:
         "val_accuracy": val_accuracy,
         "test_errors": int((test_probs.argmax(1) != splits.test_labels).sum()),
         "train_seconds": result.train_seconds,
+        "train_cpu_seconds": train_cpu_seconds,
         "fid_floor": fid_floor,
         "fid_independent": baseline_numbers["fid_independent_marginal"],
         **baseline_numbers,

@@ -1,10 +1,15 @@
 """RG-Flow jobs: train one (dataset, prior) run, then evaluate it into metrics and arrays.
 
-Training draws ``steps_per_epoch`` mini-batches per epoch from a per-epoch permutation
-of the training images (the whole set when ``steps_per_epoch`` is null), so a CPU preset
-can train on a fixed budget of steps and a GPU preset on full epochs with the same code.
-Every epoch ends with a checkpoint (exact resume), a quick validation BPD on a fixed
-slice of the test set and a fixed-latent batch of samples.
+Protocol: a seeded validation split (``train.val_images`` images, ``train.split_seed``)
+is held out of the training images; training never sees it. Every epoch ends with a
+checkpoint (exact resume), the BPD of the whole validation split and a fixed-latent batch
+of samples; learning rate and steps are chosen on that validation BPD (config.yaml says
+what it showed). The test BPD is computed once, by the evaluation job, over the whole
+test set (``eval.test_images: null``), with its standard error over images.
+
+Training draws ``steps_per_epoch`` mini-batches per epoch from a per-epoch permutation of
+the training split (one pass when ``steps_per_epoch`` is null), so a CPU preset can train
+on a fixed budget of steps and a GPU preset on full epochs with the same code.
 """
 
 from __future__ import annotations
@@ -12,16 +17,18 @@ from __future__ import annotations
 import math
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
 import torch
 
+from rgbench.config import build
 from rgbench.data.celeba import random_flip
+from rgbench.data.mnist import train_mask, validation_index
 from rgbench.io import file_sha256, load_npz, save_npz_atomic
-from rgbench.models.rgflow import (RGFlow, RGFlowConfig, bits_per_dim, count_parameters, dequantise, from_logit,
-                                   nll_nats, to_logit)
+from rgbench.models.rgflow import RGFlow, RGFlowConfig, bits_per_dim, count_parameters, dequantise, from_logit, to_logit
 from rgbench.results import finite_or_none, params_fingerprint, provenance, write_metrics
 from rgbench.runtime import describe_device, get_logger, pick_device, seed_everything
 from rgbench.training import epoch_permutation, fit, load_checkpoint, save_checkpoint
@@ -30,6 +37,78 @@ log = get_logger("rgflow")
 
 EXPERIMENT = "rgflow"
 MIX_TEMPERATURE = {"coarse": 0.8, "fine": 0.2}  # T at even (row, col) sites / elsewhere
+
+
+# --------------------------------------------------------------------------- settings
+
+@dataclass
+class ModelSettings:
+    couplings: list[int]
+    hidden: int
+    res_blocks: int
+    mlp_layers: int
+
+
+@dataclass
+class TrainSettings:
+    epochs: int
+    steps_per_epoch: int | None
+    batch_size: int
+    lr: float
+    weight_decay: float
+    grad_clip: float
+    seed: int
+    val_images: int
+    split_seed: int
+    samples_per_epoch: int
+
+
+@dataclass
+class EvalSettings:
+    test_images: int | None
+    batch_size: int
+    samples: int
+    rf_images: int
+    mix_pairs: int
+
+
+@dataclass
+class TrainRun:
+    """The training rule's hand-off: one (dataset, prior) run of the section."""
+
+    dataset: str
+    prior: str
+    label: str
+    model: ModelSettings
+    train: TrainSettings
+
+    def model_config(self) -> RGFlowConfig:
+        spec = self.model
+        return RGFlowConfig(couplings=list(spec.couplings), hidden=spec.hidden, res_blocks=spec.res_blocks,
+                            mlp_layers=spec.mlp_layers, prior=self.prior)
+
+
+@dataclass
+class EvalRun(TrainRun):
+    """The evaluation rule's hand-off: the training one plus ``eval``."""
+
+    eval: EvalSettings
+
+
+# --------------------------------------------------------------------------- data
+
+@dataclass
+class Splits:
+    """Training images with the held-out validation rows, and the test images."""
+
+    images: np.ndarray  # all training images (uint8 (N, H, W, 3)); the split is by index
+    train_index: np.ndarray
+    val_index: np.ndarray
+    test: np.ndarray
+
+    @property
+    def val(self) -> np.ndarray:
+        return self.images[self.val_index]
 
 
 def load_images(data_npz: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
@@ -41,24 +120,42 @@ def load_images(data_npz: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
     return data["train_images"], data["test_images"]
 
 
-def model_config(section: Mapping[str, Any], prior: str) -> RGFlowConfig:
-    spec = section["model"]
-    return RGFlowConfig(couplings=spec["couplings"], hidden=spec["hidden"], res_blocks=spec["res_blocks"],
-                        mlp_layers=spec["mlp_layers"], prior=prior)
+def load_splits(data_npz: str | os.PathLike, val_images: int, split_seed: int,
+                test_images: int | None = None) -> Splits:
+    """The seeded validation split of the training images; the first ``test_images`` test
+    images (all when None)."""
+    images, test = load_images(data_npz)
+    if not 0 < val_images < len(images):
+        raise ValueError(f"{data_npz}: val_images must be in [1, {len(images)}) (the training images), "
+                         f"got {val_images}")
+    val_index = validation_index(len(images), val_images, split_seed)
+    train_index = np.flatnonzero(train_mask(len(images), val_index))
+    return Splits(images, train_index, val_index, test if test_images is None else test[:test_images])
 
+
+# --------------------------------------------------------------------------- model I/O
 
 @torch.no_grad()
-def evaluate_bpd(model: RGFlow, images: np.ndarray, batch_size: int, device: torch.device, seed: int) -> float:
-    """Test BPD with a fixed dequantisation noise (seeded), averaged over all images."""
+def image_nll(model: RGFlow, images: np.ndarray, batch_size: int, device: torch.device, seed: int) -> np.ndarray:
+    """-log p(x) in nats per image, with a seeded dequantisation noise (fixed per image set)."""
     model.eval()
     generator = torch.Generator().manual_seed(seed)
-    total = 0.0
+    out = np.empty(len(images), dtype=np.float64)
     for start in range(0, len(images), batch_size):
         batch = torch.as_tensor(images[start:start + batch_size])
         noise = torch.rand(batch.shape[0], batch.shape[3], batch.shape[1], batch.shape[2], generator=generator)
         y, ldj_logit = to_logit(dequantise(batch.to(device), noise.to(device)))
-        total += float((-(model.log_prob(y) + ldj_logit)).sum())
-    return bits_per_dim(total / len(images), model.config.dims)
+        out[start:start + len(batch)] = (-(model.log_prob(y) + ldj_logit)).double().cpu().numpy()
+    return out
+
+
+def evaluate_bpd(model: RGFlow, images: np.ndarray, batch_size: int, device: torch.device,
+                 seed: int) -> tuple[float, float]:
+    """BPD averaged over ``images`` and its standard error over images."""
+    nll = image_nll(model, images, batch_size, device, seed)
+    per_image = (nll / model.config.dims + math.log(256)) / math.log(2)
+    se = float(per_image.std(ddof=1) / math.sqrt(len(per_image))) if len(per_image) > 1 else float("nan")
+    return bits_per_dim(float(nll.mean()), model.config.dims), se
 
 
 @torch.no_grad()
@@ -76,49 +173,56 @@ def encode(model: RGFlow, images: np.ndarray, device: torch.device) -> torch.Ten
     return model(y)[0]
 
 
+# --------------------------------------------------------------------------- jobs
+
+VAL_BATCH = 500  # images per forward pass of the per-epoch validation BPD
+
+
 def train_job(section: Mapping[str, Any], data_npz: str | os.PathLike, model_path: str | os.PathLike,
               device: str = "auto") -> None:
-    """Train one run (``section``: the rule's hand-off, with the run's dataset and prior);
-    writes ``model_path`` (weights, config, per-epoch history and samples). The per-epoch
+    """Train one run (``section``: the rule's hand-off, see :class:`TrainRun`); writes
+    ``model_path`` (weights, config, per-epoch history and samples). The per-epoch
     checkpoint lives beside it and is not an output, so a killed job resumes from it."""
-    dataset, prior = section["dataset"], section["prior"]
+    run = build(TrainRun, section)
+    train = run.train
     checkpoint_path = Path(model_path).parent / "checkpoint.pt"
-    train = section["train"]
-    seed = int(train["seed"])
-    seed_everything(seed)
+    seed_everything(train.seed)
     device = pick_device(device)
-    config = model_config(section, prior)
+    config = run.model_config()
     model = RGFlow(config).to(device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=train["lr"], weight_decay=train["weight_decay"])
-    train_images, test_images = load_images(data_npz)
-    batch_size, steps = int(train["batch_size"]), train["steps_per_epoch"]
-    per_epoch = len(train_images) // batch_size if steps is None else int(steps)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=train.lr, weight_decay=train.weight_decay)
+    splits = load_splits(data_npz, train.val_images, train.split_seed)
+    n_train, batch_size = len(splits.train_index), train.batch_size
+    per_epoch = n_train // batch_size if train.steps_per_epoch is None else train.steps_per_epoch
     if per_epoch < 1:
-        raise ValueError(f"{dataset}: {len(train_images)} training images do not fill a batch of {batch_size}")
-    flip = dataset == "celeba"
-    val_images = test_images[: int(train["val_images"])]
-    sample_z = model.sample_prior(int(train["samples_per_epoch"]), generator=torch.Generator(device).manual_seed(seed))
-    log.info("rgflow %s/%s: %d parameters, %d steps/epoch of %d images, %d epochs on %s", dataset, prior,
-             count_parameters(model), per_epoch, batch_size, train["epochs"], describe_device(device))
+        raise ValueError(f"{run.dataset}: {n_train} training images do not fill a batch of {batch_size}")
+    flip = run.dataset == "celeba"
+    val_images = splits.val
+    sample_z = model.sample_prior(train.samples_per_epoch, generator=torch.Generator(device).manual_seed(train.seed))
+    log.info("rgflow %s/%s: %d parameters, %d training / %d validation images, %d steps/epoch of %d, %d epochs on %s",
+             run.dataset, run.prior, count_parameters(model), n_train, len(val_images), per_epoch, batch_size,
+             train.epochs, describe_device(device))
 
-    train_tensor = torch.as_tensor(train_images)
+    images = torch.as_tensor(splits.images)
+    train_index = torch.as_tensor(splits.train_index)
 
     def make_batches(epoch: int):
-        order = torch.as_tensor(epoch_permutation(len(train_images), seed, epoch))
+        order = train_index[torch.as_tensor(epoch_permutation(n_train, train.seed, epoch))]
         # Epochs longer than the data wrap around the permutation.
         need = per_epoch * batch_size
         order = order.repeat(math.ceil(need / len(order)))[:need]
         for step in range(per_epoch):
-            yield train_tensor[order[step * batch_size:(step + 1) * batch_size]]
+            yield images[order[step * batch_size:(step + 1) * batch_size]]
 
     def loss_fn(batch: torch.Tensor) -> torch.Tensor:
         if flip:
             batch = random_flip(batch)
-        return nll_nats(model, batch.to(device)).mean() / config.dims  # nats per dimension
+        y, ldj_logit = to_logit(dequantise(batch.to(device)))
+        return -(model.log_prob(y) + ldj_logit).mean() / config.dims  # nats per dimension
 
     def on_epoch_end(epoch: int) -> dict[str, Any]:
-        extra = {"val_bpd": evaluate_bpd(model, val_images, 256, device, seed + 1)}
-        extra["samples"] = decode(model, sample_z)
+        val_bpd, val_se = evaluate_bpd(model, val_images, VAL_BATCH, device, train.split_seed + 1)
+        extra = {"val_bpd": val_bpd, "val_bpd_se": val_se, "samples": decode(model, sample_z)}
         model.train()
         return extra
 
@@ -132,18 +236,17 @@ def train_job(section: Mapping[str, Any], data_npz: str | os.PathLike, model_pat
         def __iter__(self):
             return make_batches(self.epoch)
 
-    fingerprint = params_fingerprint({"dataset": dataset, "prior": prior, "section": dict(section),
-                                      "n_train": len(train_images)})
-    result = fit(model, optimizer, _Batches, loss_fn, int(train["epochs"]), checkpoint_path=checkpoint_path,
-                 on_epoch_end=on_epoch_end, grad_clip=train["grad_clip"], description=f"rgflow {dataset}/{prior}",
+    fingerprint = params_fingerprint({"section": dict(section), "n_train": n_train, "n_images": len(splits.images)})
+    result = fit(model, optimizer, _Batches, loss_fn, train.epochs, checkpoint_path=checkpoint_path,
+                 on_epoch_end=on_epoch_end, grad_clip=train.grad_clip, description=f"rgflow {run.dataset}/{run.prior}",
                  fingerprint=fingerprint)
     history = [vars(h) for h in result.history]
     images_seen = per_epoch * batch_size * len(history)
     save_checkpoint(model_path, model=model.state_dict(), config=config.to_dict(), history=history,
-                    dataset=dataset, prior=prior, diverged=result.diverged, train_seconds=result.train_seconds,
-                    images_seen=images_seen, steps=per_epoch * len(history), batch_size=batch_size,
-                    images_per_second=images_seen / max(result.train_seconds, 1e-9),
-                    device=describe_device(device))
+                    dataset=run.dataset, prior=run.prior, diverged=result.diverged,
+                    train_seconds=result.train_seconds, images_seen=images_seen, steps=per_epoch * len(history),
+                    batch_size=batch_size, images_per_second=images_seen / max(result.train_seconds, 1e-9),
+                    n_train=n_train, n_val=len(val_images), device=describe_device(device))
 
 
 def receptive_fields(model: RGFlow, z: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
@@ -188,48 +291,46 @@ def temperature_map(model: RGFlow) -> torch.Tensor:
 def evaluate_job(section: Mapping[str, Any], model_path: str | os.PathLike, data_npz: str | os.PathLike,
                  metrics_path: str | os.PathLike, arrays_path: str | os.PathLike, run_id: str,
                  device: str = "auto") -> dict[str, Any]:
-    """Test BPD and the figure arrays of one trained run."""
+    """The test BPD (once, over the test set) and the figure arrays (drawn from
+    validation images, so the test set serves nothing else) of one trained run."""
     started = time.perf_counter()
-    spec = section["eval"]
-    seed = int(section["train"]["seed"])
-    seed_everything(seed)
+    run = build(EvalRun, section)
+    spec, train = run.eval, run.train
+    seed_everything(train.seed)
     device = pick_device(device)
     state = load_checkpoint(model_path, map_location=device)
     config = RGFlowConfig(**state["config"])
     model = RGFlow(config).to(device)
     model.load_state_dict(state["model"])
     model.eval()
-    train_images, test_images = load_images(data_npz)
-    limit = spec["test_images"]
-    test = test_images if limit is None else test_images[: int(limit)]
-    test_bpd = evaluate_bpd(model, test, int(spec["batch_size"]), device, seed + 2)
-    log.info("%s: test BPD %.4f on %d images", run_id, test_bpd, len(test))
+    splits = load_splits(data_npz, train.val_images, train.split_seed, spec.test_images)
+    test_bpd, test_bpd_se = evaluate_bpd(model, splits.test, spec.batch_size, device, train.seed + 2)
+    log.info("%s: test BPD %.4f +- %.4f on %d images", run_id, test_bpd, test_bpd_se, len(splits.test))
 
-    generator = torch.Generator(device).manual_seed(seed + 3)
-    n = int(spec["samples"])
-    samples = decode(model, model.sample_prior(n, generator=generator))
-    temperature_samples = decode(model, model.sample_prior(n, temperature_map(model), generator=generator))
+    generator = torch.Generator(device).manual_seed(train.seed + 3)
+    samples = decode(model, model.sample_prior(spec.samples, generator=generator))
+    temperature_samples = decode(model, model.sample_prior(spec.samples, temperature_map(model), generator=generator))
 
-    rng = np.random.default_rng(seed)
-    pick = rng.choice(len(test), size=min(len(test), int(spec["rf_images"])), replace=False)
-    z = encode(model, test[pick], device)
-    rf, rf_positions = receptive_fields(model, z)
-
-    pairs = int(spec["mix_pairs"])
-    idx = rng.choice(len(test), size=2 * pairs, replace=False)
-    mix_a, mix_b = test[idx[:pairs]], test[idx[pairs:]]
+    val = splits.val
+    rng = np.random.default_rng(train.seed)
+    pick = rng.choice(len(val), size=min(len(val), spec.rf_images), replace=False)
+    rf, rf_positions = receptive_fields(model, encode(model, val[pick], device))
+    pairs = min(spec.mix_pairs, len(val) // 2)
+    idx = rng.choice(len(val), size=2 * pairs, replace=False)
+    mix_a, mix_b = val[idx[:pairs]], val[idx[pairs:]]
     za, zb = encode(model, mix_a, device), encode(model, mix_b, device)
     cuts = list(range(1, config.n_levels))
     mixes = np.stack([decode(model, mix_latents(model, za, zb, cut)) for cut in cuts], axis=1)
 
     history = state["history"]
+    val_curve = [h["extra"]["val_bpd"] for h in history]
     epoch_samples = np.stack([h["extra"]["samples"] for h in history]) if history else np.zeros((0,), np.uint8)
     save_npz_atomic(
         arrays_path,
         samples=samples,
         temperature_samples=temperature_samples,
         epoch_samples=epoch_samples,
-        val_bpd=np.array([h["extra"]["val_bpd"] for h in history], dtype=np.float64),
+        val_bpd=np.array(val_curve, dtype=np.float64),
         train_loss=np.array([h["train_loss"] for h in history], dtype=np.float64),
         receptive_fields=rf,
         receptive_field_positions=rf_positions,
@@ -239,31 +340,34 @@ def evaluate_job(section: Mapping[str, Any], model_path: str | os.PathLike, data
         mixes=mixes,
         mix_cuts=np.array(cuts),
     )
-    train = section["train"]
-    params = {"dataset": state["dataset"], "prior": state["prior"], "label": section["label"],
+    params = {"dataset": run.dataset, "prior": run.prior, "label": run.label,
               "couplings": ",".join(map(str, config.couplings)), "hidden": config.hidden,
-              "res_blocks": config.res_blocks, "mlp_layers": config.mlp_layers, "batch_size": state["batch_size"],
-              "lr": train["lr"], "weight_decay": train["weight_decay"], "steps_per_epoch": train["steps_per_epoch"]}
+              "res_blocks": config.res_blocks, "mlp_layers": config.mlp_layers, "batch_size": train.batch_size,
+              "lr": train.lr, "weight_decay": train.weight_decay, "steps_per_epoch": train.steps_per_epoch}
     final_loss = history[-1]["train_loss"] if history else float("nan")
+    n_params = count_parameters(model)
     metrics = {
-        "params": count_parameters(model),
+        "params": n_params,
         "epochs": len(history),
         "steps": state["steps"],
         "train_images": state["images_seen"],
-        "test_images": len(test),
+        "test_images": len(splits.test),
         "test_bpd": finite_or_none(test_bpd),
+        "test_bpd_se": finite_or_none(test_bpd_se),
+        "val_bpd": finite_or_none(val_curve[-1]) if val_curve else None,
         "train_bpd_last_epoch": finite_or_none((final_loss + math.log(256)) / math.log(2)),
         "train_seconds": state["train_seconds"],
         "train_images_per_second": state["images_per_second"],
         "diverged": bool(state["diverged"]),
     }
     return write_metrics(
-        metrics_path, experiment=EXPERIMENT, run_id=run_id, params=params, seed=seed, metrics=metrics,
+        metrics_path, experiment=EXPERIMENT, run_id=run_id, params=params, seed=train.seed, metrics=metrics,
         wall_seconds=state["train_seconds"] + time.perf_counter() - started, device=state["device"],
-        provenance=provenance(n_train=len(train_images), n_val=int(train["val_images"]), n_test=len(test),
-                              data_sha256=file_sha256(data_npz), n_params=count_parameters(model),
-                              epochs_run=len(history), steps_run=state["steps"]),
-        extra={"val_bpd_per_epoch": [h["extra"]["val_bpd"] for h in history],
+        provenance=provenance(n_train=len(splits.train_index), n_val=len(splits.val_index), n_test=len(splits.test),
+                              data_sha256=file_sha256(data_npz), n_params=n_params, epochs_run=len(history),
+                              steps_run=state["steps"]),
+        extra={"val_bpd_per_epoch": val_curve,
+               "val_bpd_se_per_epoch": [h["extra"]["val_bpd_se"] for h in history],
                "train_loss_per_epoch": [h["train_loss"] for h in history],
                "evaluate_seconds": time.perf_counter() - started},
     )

@@ -1,16 +1,35 @@
 """GloNet and its two baselines (plain MLP, residual MLP) on flattened MNIST.
 
-All three share the same stack: ``depth - 1`` hidden Linear+ReLU layers of ``features``
-units and one linear head, so "depth" counts Linear layers including the head (seed
-002's ``num_layers``). They differ only in what reaches the head:
+All three share one stack of ``hidden_layers`` Linear layers of ``features`` units (the
+first reads the 784 pixels), each followed by the activation, and one linear head. They
+differ only in what reaches the head:
 
-- ``GloNet``: the sum of every hidden layer's activated output;
-- ``MLP``: the last hidden layer's output;
-- ``ResMLP``: after the first layer, ``x <- x + ReLU(Linear(x))``; the final ``x``.
+- ``GloNet``: the raw sum of every hidden layer's activated output, the first included
+  (both anchors: the official notebook and the public replication);
+- ``MLP``: the last hidden layer's output. With ``mlp_output="hidden"`` the MLP returns
+  that output itself as its logits and the head is never used, as the official
+  notebook's stored code does (cross-entropy over ``features`` outputs, 10 of them
+  labelled);
+- ``ResMLP``: ``x <- x + act(Linear(x))`` from hidden layer ``residual_start`` (0-based)
+  on, ``x <- act(Linear(x))`` before it; the final ``x``. The notebook's skip variant
+  starts at its third hidden layer (``residual_start=2``).
+
+Initialisations (weights; fan-in = the layer's input width):
+
+- ``kaiming_normal``: N(0, 2/fan_in), biases 0 (torch's ``kaiming_normal_``);
+- ``kaiming_truncated``: normal truncated at +-2 sd, rescaled so that the variance is
+  2/fan_in, biases 0 (JAX's ``kaiming_normal``, the replication's ``linear_mnist`` code);
+- ``lecun_truncated``: the same with variance 1/fan_in (JAX's ``lecun_normal``, flax's
+  ``nn.Dense`` default, i.e. the seed document's code as printed);
+- ``torch_default``: ``nn.Linear``'s own: U(+-1/sqrt(fan_in)) for weights and biases
+  (the official notebook).
+
+The head is initialised like the hidden layers in every scheme (as both anchors do).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Iterator
 
@@ -19,27 +38,72 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 MODELS = ("GloNet", "MLP", "ResMLP")
+INITS = ("kaiming_normal", "kaiming_truncated", "lecun_truncated", "torch_default")
+MLP_OUTPUTS = ("head", "hidden")
+
+# Standard deviation of a standard normal truncated to [-2, 2]: JAX divides its
+# truncated-normal draws' scale by this so that the variance is exactly the target.
+TRUNCATED_STD = math.sqrt(1.0 - 4.0 * math.exp(-2.0) / math.sqrt(2.0 * math.pi) / math.erf(2.0 / math.sqrt(2.0)))
 
 
 @dataclass
 class DepthNetConfig:
-    model: str = "GloNet"
-    depth: int = 10  # Linear layers including the head
-    features: int = 256
-    in_features: int = 28 * 28
+    model: str
+    hidden_layers: int
+    features: int
+    init: str
+    negative_slope: float  # 0: ReLU; > 0: LeakyReLU with this slope
+    mlp_output: str
+    residual_start: int
+    in_features: int = 28 * 28  # not config keys: fixed by the data
     classes: int = 10
 
     def __post_init__(self) -> None:
         if self.model not in MODELS:
             raise ValueError(f"model must be one of {MODELS}, got {self.model!r}")
-        if self.depth < 2:
-            raise ValueError(f"depth counts the head too, so it must be >= 2, got {self.depth}")
+        if self.init not in INITS:
+            raise ValueError(f"init must be one of {INITS}, got {self.init!r}")
+        if self.mlp_output not in MLP_OUTPUTS:
+            raise ValueError(f"mlp_output must be one of {MLP_OUTPUTS}, got {self.mlp_output!r}")
+        if self.hidden_layers < 1:
+            raise ValueError(f"hidden_layers must be >= 1, got {self.hidden_layers}")
         if self.features < 1:
             raise ValueError(f"features must be >= 1, got {self.features}")
+        if not 0.0 <= self.negative_slope < 1.0:
+            raise ValueError(f"negative_slope must be in [0, 1), got {self.negative_slope}")
+        if self.residual_start < 1:
+            # hidden layer 0 maps the pixels to `features` units: nothing to add it to
+            raise ValueError(f"residual_start must be >= 1, got {self.residual_start}")
+        if self.model == "MLP" and self.mlp_output == "hidden" and self.features < self.classes:
+            raise ValueError(f"an MLP whose last hidden layer is its output needs features >= {self.classes}")
 
     @property
-    def hidden_layers(self) -> int:
-        return self.depth - 1
+    def linear_layers(self) -> int:
+        """Linear layers including the head (the replication's ``num_layers``)."""
+        return self.hidden_layers + 1
+
+
+def init_linear(layer: nn.Linear, scheme: str) -> None:
+    """Initialise one Linear layer in place with ``scheme`` (one of :data:`INITS`)."""
+    if scheme == "torch_default":
+        layer.reset_parameters()
+        return
+    fan_in = layer.weight.shape[1]
+    if scheme == "kaiming_normal":
+        nn.init.normal_(layer.weight, 0.0, math.sqrt(2.0 / fan_in))
+    elif scheme in ("kaiming_truncated", "lecun_truncated"):
+        variance = (2.0 if scheme == "kaiming_truncated" else 1.0) / fan_in
+        std = math.sqrt(variance) / TRUNCATED_STD
+        nn.init.trunc_normal_(layer.weight, 0.0, std, -2.0 * std, 2.0 * std)
+    else:
+        raise ValueError(f"init must be one of {INITS}, got {scheme!r}")
+    nn.init.zeros_(layer.bias)
+
+
+def target_weight_variance(scheme: str, fan_in: int) -> float:
+    """The weight variance each scheme aims at (torch's default: U(+-1/sqrt(fan_in)))."""
+    return {"kaiming_normal": 2.0, "kaiming_truncated": 2.0, "lecun_truncated": 1.0,
+            "torch_default": 1.0 / 3.0}[scheme] / fan_in
 
 
 class DepthNet(nn.Module):
@@ -50,65 +114,82 @@ class DepthNet(nn.Module):
         self.config = config
         widths = [config.in_features] + [config.features] * config.hidden_layers
         self.hidden = nn.ModuleList(nn.Linear(a, b) for a, b in zip(widths[:-1], widths[1:]))
+        # Built for every model so that parameter counts match the anchors' models; an
+        # MLP with mlp_output="hidden" never uses it (no gradient reaches it).
         self.head = nn.Linear(config.features, config.classes)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
         for layer in [*self.hidden, self.head]:
-            nn.init.kaiming_normal_(layer.weight, nonlinearity="relu")
-            nn.init.zeros_(layer.bias)
+            init_linear(layer, self.config.init)
 
-    def iter_layers(self, x: torch.Tensor) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """Yield, per hidden layer, (its activated output, what the head would read if
-        the net ended there). For ResMLP the output is the residual branch ReLU(Linear(x))."""
+    def activation(self, z: torch.Tensor) -> torch.Tensor:
+        slope = self.config.negative_slope
+        return F.leaky_relu(z, slope) if slope > 0 else F.relu(z)
+
+    @property
+    def head_reads_sum(self) -> bool:
+        """GloNet sums by design; ResMLP's residual stream ends as a sum of branch outputs.
+        An MLP's head reads the last layer only, so early exit is undefined for it."""
+        return self.config.model != "MLP"
+
+    def iter_layers(self, x: torch.Tensor) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        """Per hidden layer: (its pre-activation z, its activated output h, the stream the
+        head would read if the net ended there). For ResMLP, h is the residual branch."""
         x = x.flatten(1)
         mode = self.config.model
         total = None
         for index, layer in enumerate(self.hidden):
-            h = F.relu(layer(x))
+            z = layer(x)
+            h = self.activation(z)
             if mode == "GloNet":
                 total = h if total is None else total + h
                 x = h
-                yield h, total
-            elif mode == "ResMLP" and index > 0:
+                yield z, h, total
+            elif mode == "ResMLP" and index >= self.config.residual_start:
                 x = x + h
-                yield h, x
+                yield z, h, x
             else:
                 x = h
-                yield h, x
+                yield z, h, x
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         stream = x
-        for _, stream in self.iter_layers(x):
+        for _, _, stream in self.iter_layers(x):
             pass
+        if self.config.model == "MLP" and self.config.mlp_output == "hidden":
+            return stream
         return self.head(stream)
 
     def layer_outputs(self, x: torch.Tensor) -> list[torch.Tensor]:
-        return [h for h, _ in self.iter_layers(x)]
-
-    @property
-    def head_reads_sum(self) -> bool:
-        """GloNet sums by design; ResMLP's residual stream ends as the same sum of branch
-        outputs. An MLP's head reads the last layer only, so early exit is undefined."""
-        return self.config.model != "MLP"
+        return [h for _, h, _ in self.iter_layers(x)]
 
     @torch.no_grad()
     def early_exit_logits(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits of the head applied to the sum of the first k layer outputs, for
-        k = 1..depth-1, shape (depth-1, batch, classes)."""
+        """Logits of the head applied to the stream after the first k hidden layers, for
+        k = 1..hidden_layers, shape (hidden_layers, batch, classes)."""
         if not self.head_reads_sum:
             raise ValueError("early exit needs a head that reads a sum of layers (GloNet or ResMLP), not MLP")
-        return torch.stack([self.head(stream) for _, stream in self.iter_layers(x)])
+        return torch.stack([self.head(stream) for _, _, stream in self.iter_layers(x)])
 
 
-def weight_one_norms(model: DepthNet) -> torch.Tensor:
-    """Matrix 1-norm of each hidden layer's weight, in the (in, out) kernel layout that
-    the public replication plots: the max over output units of the sum of |W|."""
-    return torch.stack([layer.weight.detach().abs().sum(dim=1).max() for layer in model.hidden])
+def induced_one_norm(matrix: torch.Tensor) -> torch.Tensor:
+    """The induced matrix 1-norm of a 2-D array laid out (rows, columns): the largest sum of
+    absolute values down a column (``numpy.linalg.norm(m, ord=1)``)."""
+    return matrix.abs().sum(dim=0).max()
+
+
+def replication_parameter_norms(model: DepthNet) -> torch.Tensor:
+    """Per Linear layer (hidden layers, then the head), the public replication's parameter
+    measure: the induced 1-norm of the kernel in its (in, out) layout, i.e. the largest sum
+    of |W| over the inputs of one output unit, plus the L1 norm of the bias."""
+    layers = [*model.hidden, model.head]
+    return torch.stack([induced_one_norm(layer.weight.detach().T) + layer.bias.detach().abs().sum()
+                        for layer in layers])
 
 
 def count_linear_layers(model: DepthNet) -> int:
-    """Linear layers including the head: equals ``config.depth`` by construction."""
+    """Linear layers including the head: ``hidden_layers + 1`` by construction."""
     return sum(isinstance(module, nn.Linear) for module in model.modules())
 
 

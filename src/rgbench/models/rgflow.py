@@ -38,16 +38,18 @@ SWISH_GAIN = 2.81  # variance gain of Swish, used for the uniform weight init
 
 @dataclass
 class RGFlowConfig:
+    # Coupling layers per sublayer (two sublayers per level, finest level first); a
+    # list of one entry per level is expanded to both of its sublayers, one entry to all.
+    couplings: Sequence[int]
+    hidden: int
+    res_blocks: int
+    mlp_layers: int  # hidden Linear layers inside one residual block
+    prior: str  # laplace (unit variance) or gaussian
+    # The geometry of the data (not config keys: fixed by the datasets, 32x32 RGB, and the
+    # reference design's 4x4 blocks).
     image_size: int = 32
     channels: int = 3
     kernel: int = 4
-    # Coupling layers per sublayer (two sublayers per level, finest level first); a
-    # list of one entry per level is expanded to both of its sublayers.
-    couplings: Sequence[int] = (8, 8, 6, 6, 4, 4, 2, 2)
-    hidden: int = 512
-    res_blocks: int = 4
-    mlp_layers: int = 2  # hidden Linear layers inside one residual block
-    prior: str = "laplace"  # laplace (unit variance) or gaussian
 
     def __post_init__(self) -> None:
         if self.prior not in ("laplace", "gaussian"):

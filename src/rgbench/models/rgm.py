@@ -1,16 +1,34 @@
 """Discrete Renormalising Generative Model (RGM) of Friston et al. 2024 on 32x32 MNIST.
 
-"From pixels to planning: scale-free active inference" (arXiv 2407.20292). The model is
-a tree of categorical factors:
+"From pixels to planning: scale-free active inference" (arXiv 2407.20292), as its SPM demo
+``toolbox/DEM/DEM_MNIST_RGM.m`` runs it (spm/spm at 23a9359a6). Each departure of the
+first port from the demo is a switch whose first value is the demo's choice:
 
-    class (10) -> level 4 (1x1 factor) -> level 3 (2x2) -> level 2 (4x4) -> level 1 (8x8)
-    -> outcomes: the quantised singular variates of each 4x4-pixel group.
+- pixels -> outcomes (:class:`QuantiserConfig`): 64 overlapping groups of pixels with
+  Gaussian radial-basis weights (``tiling``), an uncentred SVD per group (``center``),
+  the modes kept by spm_svd's variance rule (``mode_rule``), 7 bins per singular variate
+  centred on linspace(-max|u|, max|u|) (``bins``);
+- the hierarchy (:class:`HierarchyConfig`): a level-1 factor owns a 2x2 block of groups
+  (``l1_block``), then 2x2 blocks up to one factor, then the class; structure learning
+  makes the exemplars' distinct codes the states; Dirichlet priors normalise(A + p)
+  (``prior``);
+- active learning (:class:`LearningConfig`): one image at a time with its class clamped,
+  full outer-product counts (``counts``), each likelihood tensor's update taken in with
+  weight sigmoid(beta x its mutual-information gain) (``gate``), forgetting eta;
+- inference (:class:`InferenceConfig`): one pass that predicts every factor's prior from
+  its parent's prior, then updates beliefs bottom-up, modality after modality, dropping
+  states below e^-prune (``scheme: spm_forward``), or exact tree message passing
+  (``exact``). Each level's F is the sum of its log partition functions; the demo's ELBO
+  for one image is F of the top structure level plus F of the class level (spm_MDP_VB_XXX
+  restarts its running sum Q.F at every level when T = 1: its try block reads Q.s{L} before
+  that cell exists).
 
-Every parent factor owns a 2x2 block of child factors, so the graph is a tree and one
-bottom-up sweep followed by one top-down sweep gives the exact posterior marginals and
-the exact log evidence (the ELBO at its optimum). Likelihoods are Dirichlet-categorical
-tensors held densely (padded to the largest state count of a level); structure learning
-fills them with one-hot columns, active learning adds counts.
+Likelihood tensors are held as "families" (:class:`Tensors`): ``a[p, b, row, col]`` holds
+the counts of outcome ``row`` of tensor ``b`` of factor ``p`` given the parent state
+``col``, with one spare row and column that padding indices point at. Counts are kept as
+``scale[p, b] x a`` so that forgetting (a multiplication of the whole tensor) is one
+number; the mutual information of ``a / sum(a)`` is scale free and is kept up to date
+from running sums, so the accept / reject choice costs only the entries an image touches.
 """
 
 from __future__ import annotations
@@ -18,195 +36,476 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 from scipy import special
 
+# states whose running posterior falls below e^-prune are dropped (spm_VBX); log
+# likelihoods are floored at -32 (spm_log), so no outcome is ever impossible
+LOG_FLOOR = -32.0
+SUPPORT_FLOOR = math.exp(LOG_FLOOR)   # posterior mass below this receives no counts
+RESCALE_BELOW = 1e-6                  # fold the forgetting factor into the counts below this
+
+QUANTISER_TILINGS = ("rbf", "square")
+MODE_RULES = ("spm", "ratio")
+BIN_RULES = ("maxabs", "sd")
+PRIORS = ("spm2024", "spm_head", "scaled")
+GATES = ("tensor_mi", "accept_all")
+COUNT_RULES = ("full", "top_k")
+SCHEMES = ("spm_forward", "exact")
+ELBOS = ("spm_demo", "sum_levels", "exact")
+
+
+def _choice(name: str, value: str, allowed: Sequence[str]) -> None:
+    if value not in allowed:
+        raise ValueError(f"{name} must be one of {list(allowed)}, got {value!r}")
+
+
 # ----------------------------------------------------------------------------------
-# configuration
+# configuration (no defaults: config.yaml is their one home)
+
+
+@dataclass
+class QuantiserConfig:
+    image_size: int          # 32
+    tile: int                # spacing of group centres (and side of a square tile) in pixels
+    tiling: str              # rbf: overlapping Gaussian-weighted groups (spm_tile); square: disjoint tiles
+    rbf_sigma: float         # SD of the radial-basis weights (spm_tile: tile / 2)
+    rbf_radius: float        # pixels closer than this to a centre belong to its group (spm_tile: 2 tile)
+    center: bool             # subtract each group's mean before the SVD (the demo does not)
+    mode_rule: str           # spm: eigenvalue x channels x pixels / total > 1 / su; ratio: s_k / s_1 > sv_threshold
+    su: float                # spm_rgb2O's RGB.su
+    channel_copies: int      # the demo copies grey into 3 RGB channels, which scales spm_svd's threshold
+    sv_threshold: float      # ratio rule only
+    max_modes: int           # singular variates kept per group at most
+    n_bins: int              # quantisation levels per variate (odd)
+    bins: str                # maxabs: centres linspace(-max|u|, max|u|, n_bins); sd: width bin_width SDs around the mean
+    bin_width: float         # sd bins only
+    histogram_width: float   # S of the equalisation curve exp(-(rank - n)^2 / (S n))
+
+    def __post_init__(self) -> None:
+        _choice("tiling", self.tiling, QUANTISER_TILINGS)
+        _choice("mode_rule", self.mode_rule, MODE_RULES)
+        _choice("bins", self.bins, BIN_RULES)
+        if self.image_size % self.tile:
+            raise ValueError(f"image_size {self.image_size} is not a multiple of tile {self.tile}")
+        if self.n_bins < 3 or self.n_bins % 2 == 0:
+            raise ValueError(f"n_bins must be odd and >= 3 so that one bin is centred on 0, got {self.n_bins}")
+        if self.max_modes < 1:
+            raise ValueError(f"max_modes must be >= 1, got {self.max_modes}")
+
+    @property
+    def grid(self) -> int:
+        return self.image_size // self.tile
+
+
+@dataclass
+class HierarchyConfig:
+    l1_block: int            # groups per side owned by one level-1 factor (the demo: 2)
+    block: int               # child factors per side under one parent
+    prior: str               # spm2024: normalise(onehot + p); spm_head: onehot + p; scaled: p (onehot + floor)
+    concentration: float     # p of the structure levels (1/16)
+    top_concentration: float  # p of the class level (1/128)
+    prior_floor: float       # scaled prior only: pseudo-count of unseen entries relative to p
+    n_classes: int
+
+    def __post_init__(self) -> None:
+        _choice("prior", self.prior, PRIORS)
+        if self.l1_block < 1 or self.block < 2:
+            raise ValueError(f"l1_block must be >= 1 and block >= 2, got {self.l1_block}, {self.block}")
+
+
+@dataclass
+class LearningConfig:
+    gate: str                # tensor_mi: each tensor's update weighted by sigmoid(beta dMI); accept_all
+    beta: float
+    eta: float | None        # forgetting: accepted counts times eta / (eta + weight); null = none
+    counts: str              # full: outer products of the posteriors; top_k: the top_k columns above tol
+    top_k: int
+    tol: float
+
+    def __post_init__(self) -> None:
+        _choice("gate", self.gate, GATES)
+        _choice("counts", self.counts, COUNT_RULES)
+        if self.eta is not None and self.eta <= 0:
+            raise ValueError(f"eta must be positive or null, got {self.eta}")
+
+
+@dataclass
+class InferenceConfig:
+    scheme: str              # spm_forward: the demo's single prior-weighted pass; exact: tree message passing
+    prune: float | None      # spm_forward: drop states below e^-prune before each update (null: keep all)
+    elbo: str                # ranks the confident half: spm_demo (F of the top structure level + class level),
+                             # sum_levels (F of every level) or exact (log evidence)
+    batch: int
+
+    def __post_init__(self) -> None:
+        _choice("scheme", self.scheme, SCHEMES)
+        _choice("elbo", self.elbo, ELBOS)
+        if self.elbo != "exact" and self.scheme != "spm_forward":
+            raise ValueError(f"elbo {self.elbo} needs scheme spm_forward")
 
 
 @dataclass
 class RGMConfig:
-    image_size: int = 32
-    group_size: int = 4               # pixels per side of a level-1 group (tile)
-    max_modes: int = 16               # singular vectors kept per group at most
-    sv_threshold: float = 0.05        # keep modes with s_k / s_1 above this
-    intensity: str = "paper"          # "paper": rank -> exp(-(n - rank)^2 / (width n)); "linear": rank / n
-    histogram_width: float = 24.0     # width of the paper's equalisation curve
-    n_bins: int = 7                   # quantisation levels per singular variate (odd: one centred on 0)
-    bin_width: float = 0.8            # bin width in standard deviations of the variate
-    block: int = 2                    # children per side grouped into one parent
-    concentration: float = 1.0 / 16   # Dirichlet prior scale of structure-learned likelihoods
-    top_concentration: float = 1.0 / 128  # ... of the class -> top-state mapping
-    prior_floor: float = 1.0 / 64     # pseudo-count (relative to concentration) on unseen entries
-    beta: float = 512.0               # precision of the accept / reject choice in active learning
-    acceptance: str = "efe"           # "efe": evidence gain + beta x MI gain > 0; "mi": MI gain > 0; "all"
-    stochastic_acceptance: bool = True
-    top_k: int = 8                    # posterior columns updated per factor (the rest are < tol)
-    tol: float = 1e-3
-    n_classes: int = 10
+    quantiser: QuantiserConfig
+    hierarchy: HierarchyConfig
+    learning: LearningConfig
+    inference: InferenceConfig
 
     def __post_init__(self) -> None:
-        if self.image_size % self.group_size:
-            raise ValueError(f"image_size {self.image_size} is not a multiple of group_size {self.group_size}")
-        grid = self.image_size // self.group_size
-        n = grid
+        grid = self.quantiser.grid
+        if grid % self.hierarchy.l1_block:
+            raise ValueError(f"the {grid}x{grid} group grid cannot be split into level-1 blocks of "
+                             f"{self.hierarchy.l1_block}")
+        n = grid // self.hierarchy.l1_block
         while n > 1:
-            if n % self.block:
-                raise ValueError(f"group grid {grid} cannot be halved down to 1x1 by blocks of {self.block}")
-            n //= self.block
-        if self.n_bins < 2 or self.n_bins % 2 == 0:
-            raise ValueError(f"n_bins must be odd and >= 3 so that one bin is centred on 0, got {self.n_bins}")
-        if not 1 <= self.max_modes <= self.group_size**2:
-            raise ValueError(f"max_modes must be in [1, {self.group_size**2}], got {self.max_modes}")
-        if self.intensity not in {"paper", "linear"}:
-            raise ValueError(f"intensity must be 'paper' or 'linear', got {self.intensity!r}")
-        if self.acceptance not in {"efe", "mi", "all"}:
-            raise ValueError(f"acceptance must be 'efe', 'mi' or 'all', got {self.acceptance!r}")
+            if n % self.hierarchy.block:
+                raise ValueError(f"factor grid {grid // self.hierarchy.l1_block} cannot be halved down to 1x1 by "
+                                 f"blocks of {self.hierarchy.block}")
+            n //= self.hierarchy.block
 
     @property
-    def grid(self) -> int:
-        return self.image_size // self.group_size
-
-    @property
-    def level_grids(self) -> list[int]:
-        """Factor grid side per level, bottom (level 1) to top: e.g. [8, 4, 2, 1]."""
-        sides, n = [], self.grid
+    def level_sides(self) -> list[int]:
+        """Factor grid side per structure level, bottom to top: e.g. [4, 2, 1]."""
+        sides, n = [], self.quantiser.grid // self.hierarchy.l1_block
         while True:
             sides.append(n)
             if n == 1:
                 return sides
-            n //= self.block
-
-    @classmethod
-    def from_spec(cls, spec: dict[str, Any]) -> "RGMConfig":
-        known = {f for f in cls.__dataclass_fields__}
-        unknown = set(spec) - known
-        if unknown:
-            raise ValueError(f"unknown RGM hierarchy keys {sorted(unknown)}")
-        return cls(**spec)
+            n //= self.hierarchy.block
 
 
 # ----------------------------------------------------------------------------------
-# SVD quantisation of 4x4 groups
+# pixels -> outcomes
 
 
-def intensities(images: np.ndarray, kind: str = "paper", width: float = 24.0) -> np.ndarray:
-    """Rank-equalised uint8 images (each pixel = its rank scaled to 0..255) -> [0, 1].
+def intensities(ranks: np.ndarray, width: float) -> np.ndarray:
+    """Rank images -> the demo's equalisation curve exp(-(r - n)^2 / (width n)) in [0, 1].
 
-    ``paper`` applies the equalisation curve of the DEM_MNIST_RGM demo, exp(-(n - rank)^2 /
-    (width n)) for n pixels: only the brightest quarter or so of the pixels stays above 0,
-    so the background is flat and the strokes carry the variance. ``linear`` keeps the
-    uniform histogram of the cache. Float input is taken as already mapped.
+    uint16 input holds ordinal ranks 1..n (the cache); uint8 input the first port's average
+    ranks scaled to 0..255; float input is taken as intensities already.
     """
-    images = np.asarray(images)
-    if images.ndim != 3:
-        raise ValueError(f"expected (N, H, W) images, got shape {images.shape}")
-    if images.dtype != np.uint8:
-        return images.astype(np.float64)
-    u = images.astype(np.float64) / 255.0
-    if kind == "linear":
-        return u
-    n = images.shape[1] * images.shape[2]
-    rank = u * (n - 1) + 1
-    return np.exp(-((rank - n) ** 2) / (width * n))
+    ranks = np.asarray(ranks)
+    if ranks.ndim != 3:
+        raise ValueError(f"expected (N, H, W) images, got shape {ranks.shape}")
+    n = ranks.shape[1] * ranks.shape[2]
+    if ranks.dtype == np.uint16:
+        r = np.arange(n + 1, dtype=np.float64)                  # a lookup table over ranks 0..n
+    elif ranks.dtype == np.uint8:
+        r = np.arange(256, dtype=np.float64) / 255.0 * (n - 1) + 1
+    else:
+        return ranks.astype(np.float64)
+    return np.exp(-((r - n) ** 2) / (width * n))[ranks]
 
 
-def to_groups(images: np.ndarray, group: int) -> np.ndarray:
-    """(N, H, W) images in [0, 1] -> (N, G, group*group), groups in row-major order."""
-    x = np.asarray(images, dtype=np.float64)
-    n, h, w = x.shape
-    gh, gw = h // group, w // group
-    return x.reshape(n, gh, group, gw, group).transpose(0, 1, 3, 2, 4).reshape(n, gh * gw, group * group)
+@dataclass
+class Groups:
+    """Pixel groups on a ``grid`` x ``grid`` lattice of centres, in column-major order
+    (group ``i + grid j`` sits in grid row i, column j, as spm_tile orders them).
+    ``pixels[g, :size[g]]`` are flat (row-major) pixel indices, ``weights`` their weights
+    (zero on padding)."""
+
+    pixels: np.ndarray    # (G, P) int
+    weights: np.ndarray   # (G, P)
+    size: np.ndarray      # (G,)
+    grid: int
 
 
-def from_groups(patches: np.ndarray, group: int) -> np.ndarray:
-    n, g, _ = patches.shape
-    side = int(round(math.sqrt(g)))
-    return patches.reshape(n, side, side, group, group).transpose(0, 1, 3, 2, 4).reshape(n, side * group, side * group)
+def make_groups(config: QuantiserConfig) -> Groups:
+    """spm_tile: centres at linspace(tile/2, side - tile/2) (1-based pixel coordinates);
+    ``rbf``: pixels within ``rbf_radius`` belong to a group, weighted by a Gaussian of SD
+    ``rbf_sigma`` normalised so that each pixel's weights over all groups sum to 1;
+    ``square``: the disjoint tile x tile blocks, weight 1."""
+    side, d, grid = config.image_size, config.tile, config.grid
+    rows, cols = np.divmod(np.arange(side * side), side)
+    members, weights = [], []
+    if config.tiling == "square":
+        for j in range(grid):
+            for i in range(grid):
+                inside = (rows // d == i) & (cols // d == j)
+                members.append(np.flatnonzero(inside))
+                weights.append(np.ones(int(inside.sum())))
+    else:
+        centres = np.linspace(d / 2, side - d / 2, grid)
+        dist2 = np.stack([((rows + 1) - centres[i]) ** 2 + ((cols + 1) - centres[j]) ** 2
+                          for j in range(grid) for i in range(grid)])             # (G, pixels)
+        h = np.exp(-dist2 / (2 * config.rbf_sigma ** 2))
+        h /= h.sum(axis=0, keepdims=True)
+        for g in range(grid * grid):
+            inside = np.flatnonzero(np.sqrt(dist2[g]) < config.rbf_radius)
+            members.append(inside)
+            weights.append(h[g, inside])
+    size = np.array([len(m) for m in members])
+    pixels = np.zeros((len(members), size.max()), dtype=np.int64)
+    w = np.zeros((len(members), size.max()))
+    for g, (m, v) in enumerate(zip(members, weights)):
+        pixels[g, :len(m)], w[g, :len(m)] = m, v
+    return Groups(pixels, w, size, grid)
 
 
 @dataclass
 class Quantiser:
-    """Per-group centred SVD; each kept singular variate is cut into n_bins bins centred on 0.
+    """Per-group SVD and binning: ``basis[g, k]`` is mode k of group g over its pixels
+    (zero past ``n_modes[g]``), ``mean[g]`` the subtracted mean (zero when uncentred), and
+    the bins of mode k are centred on ``low[g, k] + step[g, k] * (0 .. n_bins - 1)``."""
 
-    ``basis[g, k]`` is mode k of group g (zero where the group keeps fewer modes);
-    ``scale[g, k]`` the variate's standard deviation; ``n_modes[g]`` the modes kept.
-    """
-
+    groups: Groups
     mean: np.ndarray      # (G, P)
     basis: np.ndarray     # (G, M, P)
-    scale: np.ndarray     # (G, M)
     n_modes: np.ndarray   # (G,)
-    group: int
+    low: np.ndarray       # (G, M)
+    step: np.ndarray      # (G, M)
     n_bins: int
-    bin_width: float
-    intensity: str = "paper"
-    histogram_width: float = 24.0
+    histogram_width: float
+    image_size: int
 
     def prepare(self, images: np.ndarray) -> np.ndarray:
-        """uint8 cache images -> the [0, 1] intensities the SVD works on."""
-        return intensities(images, self.intensity, self.histogram_width)
+        """Rank images -> the [0, 1] intensities the SVD works on."""
+        return intensities(images, self.histogram_width)
 
-    @property
-    def centres(self) -> np.ndarray:
-        half = self.n_bins // 2
-        return (np.arange(self.n_bins) - half) * self.bin_width
+    def weighted(self, x: np.ndarray) -> np.ndarray:
+        """(N, H, W) intensities -> (N, G, P) weighted group pixels."""
+        flat = x.reshape(len(x), -1)
+        return flat[:, self.groups.pixels] * self.groups.weights[None]
+
+    def variates(self, images: np.ndarray, chunk: int = 2000) -> np.ndarray:
+        """(N, G, M) singular variates (projections) of rank images."""
+        out = np.zeros((len(images), *self.basis.shape[:2]))
+        for start in range(0, len(images), chunk):
+            y = self.weighted(self.prepare(images[start:start + chunk])) - self.mean[None]
+            out[start:start + chunk] = np.einsum("ngp,gmp->ngm", y, self.basis)
+        return out
 
     def encode(self, images: np.ndarray) -> np.ndarray:
-        """Images -> bin indices (N, G, M) int8; padded modes hold the centre bin."""
-        patches = to_groups(self.prepare(images), self.group) - self.mean
-        z = np.einsum("ngp,gmp->ngm", patches, self.basis) / self.scale
-        half = self.n_bins // 2
-        return np.clip(np.rint(z / self.bin_width) + half, 0, self.n_bins - 1).astype(np.int8)
+        """Rank images -> bin indices (N, G, M) int8 (the nearest bin centre); modes past
+        ``n_modes`` hold the centre bin."""
+        z = np.rint((self.variates(images) - self.low[None]) / self.step[None])
+        codes = np.clip(z, 0, self.n_bins - 1).astype(np.int8)
+        kept = np.arange(self.basis.shape[1])[None, :] < self.n_modes[:, None]
+        return np.where(kept[None], codes, self.n_bins // 2).astype(np.int8)
 
     def decode_expected(self, probs: np.ndarray) -> np.ndarray:
-        """Bin probabilities (N, G, M, n_bins) -> images (N, H, W) in [0, 1] (expected variates)."""
-        z = probs @ self.centres * self.scale
-        patches = self.mean + np.einsum("ngm,gmp->ngp", z, self.basis)
-        return np.clip(from_groups(patches, self.group), 0.0, 1.0)
+        """Bin probabilities (N, G, M, n_bins) -> images (N, H, W): the expected variates
+        projected back, each group's weighted pixels summed (weights sum to 1 per pixel)."""
+        centres = self.low[..., None] + self.step[..., None] * np.arange(self.n_bins)
+        u = np.einsum("ngmk,gmk->ngm", probs, centres)
+        kept = (np.arange(self.basis.shape[1])[None, :] < self.n_modes[:, None])[None]
+        y = self.mean[None] + np.einsum("ngm,gmp->ngp", np.where(kept, u, 0.0), self.basis)
+        side = self.image_size
+        out = np.zeros((len(probs), side * side))
+        valid = self.groups.weights > 0
+        for g in range(len(self.n_modes)):
+            np.add.at(out, (slice(None), self.groups.pixels[g, valid[g]]), y[:, g, valid[g]])
+        return np.clip(out.reshape(-1, side, side), 0.0, 1.0)
 
     def decode(self, codes: np.ndarray) -> np.ndarray:
-        """Bin indices (N, G, M) -> images (N, H, W) in [0, 1]."""
         return self.decode_expected(np.eye(self.n_bins)[codes.astype(np.int64)])
 
     def arrays(self) -> dict[str, np.ndarray]:
-        return {"q_mean": self.mean, "q_basis": self.basis, "q_scale": self.scale, "q_n_modes": self.n_modes,
-                "q_meta": np.array([self.group, self.n_bins, self.bin_width, self.histogram_width]),
-                "q_intensity": np.array(self.intensity)}
+        return {"q_pixels": self.groups.pixels, "q_weights": self.groups.weights, "q_size": self.groups.size,
+                "q_mean": self.mean, "q_basis": self.basis, "q_n_modes": self.n_modes, "q_low": self.low,
+                "q_step": self.step,
+                "q_meta": np.array([self.groups.grid, self.n_bins, self.histogram_width, self.image_size])}
 
     @classmethod
     def from_arrays(cls, a: dict[str, np.ndarray]) -> "Quantiser":
-        group, n_bins, width, histogram_width = a["q_meta"]
-        return cls(a["q_mean"], a["q_basis"], a["q_scale"], a["q_n_modes"], int(group), int(n_bins), float(width),
-                   str(a["q_intensity"]), float(histogram_width))
+        grid, n_bins, width, side = a["q_meta"]
+        groups = Groups(a["q_pixels"], a["q_weights"], a["q_size"], int(grid))
+        return cls(groups, a["q_mean"], a["q_basis"], a["q_n_modes"], a["q_low"], a["q_step"], int(n_bins),
+                   float(width), int(side))
 
 
-def fit_quantiser(images: np.ndarray, config: RGMConfig) -> Quantiser:
-    """Fit the per-group SVD on training images only."""
-    patches = to_groups(intensities(images, config.intensity, config.histogram_width), config.group_size)
-    n, g, p = patches.shape
-    mean = patches.mean(axis=0)
-    basis = np.zeros((g, config.max_modes, p))
-    scale = np.ones((g, config.max_modes))
-    n_modes = np.zeros(g, dtype=np.int64)
-    for j in range(g):
-        centred = patches[:, j] - mean[j]
-        # the right singular vectors from the small (P, P) scatter matrix: same basis as
-        # the SVD of the (N, P) data, without touching an N x N factor
-        eigval, eigvec = np.linalg.eigh(centred.T @ centred)
+def fit_quantiser(images: np.ndarray, config: QuantiserConfig) -> Quantiser:
+    """Fit the per-group SVD and the bins on ``images`` (rank images), as spm_rgb2O."""
+    groups = make_groups(config)
+    x = intensities(images, config.histogram_width)
+    y_all = x.reshape(len(x), -1)
+    n_groups, width = groups.pixels.shape
+    mean = np.zeros((n_groups, width))
+    basis = np.zeros((n_groups, config.max_modes, width))
+    low = np.zeros((n_groups, config.max_modes))
+    step = np.ones((n_groups, config.max_modes))
+    n_modes = np.zeros(n_groups, dtype=np.int64)
+    half = config.n_bins // 2
+    for g in range(n_groups):
+        p = int(groups.size[g])
+        y = y_all[:, groups.pixels[g, :p]] * groups.weights[g, :p]
+        if config.center:
+            mean[g, :p] = y.mean(axis=0)
+            y = y - mean[g, :p]
+        # right singular vectors from the (P, P) scatter matrix, as spm_svd does for tall data
+        eigval, eigvec = np.linalg.eigh(y.T @ y)
         order = np.argsort(eigval)[::-1]
-        s = np.sqrt(np.maximum(eigval[order], 0.0))
-        vt = eigvec[:, order].T
-        keep = int(min(config.max_modes, np.sum(s / max(s[0], 1e-12) > config.sv_threshold)))
-        keep = max(keep, 1)
-        n_modes[j] = keep
-        basis[j, :keep] = vt[:keep]
-        scale[j, :keep] = np.maximum(s[:keep] / math.sqrt(n), 1e-8)
-    return Quantiser(mean, basis, scale, n_modes, config.group_size, config.n_bins, config.bin_width,
-                     config.intensity, config.histogram_width)
+        eigval, eigvec = np.maximum(eigval[order], 0.0), eigvec[:, order]
+        if config.mode_rule == "spm":
+            # spm_svd keeps lambda_k * n / sum(lambda) > 1/su over the n = channels x P
+            # columns of the RGB data; the copies scale every eigenvalue alike
+            keep = eigval * config.channel_copies * p / max(eigval.sum(), 1e-300) > 1.0 / config.su
+        else:
+            keep = np.sqrt(eigval / max(eigval[0], 1e-300)) > config.sv_threshold
+        k = int(max(1, min(config.max_modes, keep.sum())))
+        v = eigvec[:, :k]
+        v = v * np.where(v[np.abs(v).argmax(axis=0), np.arange(k)] < 0, -1.0, 1.0)   # a fixed sign per mode
+        basis[g, :k, :p] = v.T
+        u = y @ v
+        if config.bins == "maxabs":
+            d = np.maximum(np.abs(u).max(axis=0), 1e-12)
+            low[g, :k], step[g, :k] = -d, 2 * d / (config.n_bins - 1)
+        else:
+            sd = np.maximum(u.std(axis=0), 1e-12)
+            low[g, :k], step[g, :k] = u.mean(axis=0) - half * config.bin_width * sd, config.bin_width * sd
+        n_modes[g] = k
+    return Quantiser(groups, mean, basis, n_modes, low, step, config.n_bins, config.histogram_width,
+                     config.image_size)
+
+
+# ----------------------------------------------------------------------------------
+# likelihood tensors
+
+
+def _xlogx(x: np.ndarray) -> np.ndarray:
+    return -special.entr(x)
+
+
+def _logsafe(a: np.ndarray) -> np.ndarray:
+    return np.log(np.maximum(a, 1e-300))
+
+
+class Tensors:
+    """A family of Dirichlet tensors ``a[p, b, row, col]`` (outcome row given parent state
+    col) of one level, with running sums for their mutual information.
+
+    Real counts are ``scale[p, b] * a``. Index ``R`` (rows) and ``S`` (cols) are spare
+    entries that stay zero: padding indices point there.
+    """
+
+    def __init__(self, a: np.ndarray, valid_rows: np.ndarray, valid_cols: np.ndarray, scale: np.ndarray | None = None):
+        P, B, R, S = a.shape
+        self.a = np.zeros((P, B, R + 1, S + 1))
+        self.a[:, :, :R, :S] = a
+        self.valid_rows = valid_rows.astype(bool)            # (P, B, R)
+        self.valid_cols = valid_cols.astype(bool)            # (P, S)
+        self.scale = np.ones((P, B)) if scale is None else np.array(scale, dtype=np.float64)
+        self.refresh()
+
+    @property
+    def shape(self) -> tuple[int, int, int, int]:
+        P, B, R1, S1 = self.a.shape
+        return P, B, R1 - 1, S1 - 1
+
+    def refresh(self) -> None:
+        """Recompute every running sum from the counts."""
+        a = self.a
+        self.rows = a.sum(axis=3)
+        self.cols = a.sum(axis=2)
+        self.total = self.rows.sum(axis=2)
+        self.e_joint = _xlogx(a).sum(axis=(2, 3))
+        self.e_rows = _xlogx(self.rows).sum(axis=2)
+        self.e_cols = _xlogx(self.cols).sum(axis=2)
+
+    def mutual_information(self) -> np.ndarray:
+        """(P, B) MI (nats) of the joint a / sum(a) of each tensor (spm_MDP_MI)."""
+        t = np.maximum(self.total, 1e-300)
+        return (self.e_joint - self.e_rows - self.e_cols + _xlogx(t)) / t
+
+    def inverse_cols(self) -> np.ndarray:
+        """1 / column sums (P, B, S + 1), 0 on empty columns."""
+        return np.where(self.cols > 0, 1.0 / np.where(self.cols > 0, self.cols, 1.0), 0.0)
+
+    def expected(self) -> np.ndarray:
+        """A = a / column sums (P, B, R + 1, S + 1), the spare row and column included."""
+        return self.a * self.inverse_cols()[:, :, None, :]
+
+    def observed(self, b: int, rows: np.ndarray, inverse: np.ndarray | None = None) -> np.ndarray:
+        """A[p, b, rows[n, p], :] for every parent p: (N, P, S + 1); ``inverse`` is
+        :meth:`inverse_cols`, passed in when called for many b."""
+        P = self.a.shape[0]
+        inverse = self.inverse_cols() if inverse is None else inverse
+        return self.a[np.arange(P)[None, :], b, rows, :] * inverse[None, :, b]
+
+    def up(self, q_rows: np.ndarray) -> np.ndarray:
+        """sum_r q(r) A[p, b, r, s] for beliefs over rows (N, P, B, R + 1): (N, P, B, S + 1)."""
+        out = np.matmul(q_rows.transpose(1, 2, 0, 3), self.a)               # (P, B, N, S + 1)
+        return out.transpose(2, 0, 1, 3) * self.inverse_cols()[None]
+
+    def down(self, q_cols: np.ndarray) -> np.ndarray:
+        """sum_s A[p, b, r, s] q(s) for parent beliefs (N, P, S + 1) or (N, P, B, S + 1):
+        (N, P, B, R + 1)."""
+        P, B = self.scale.shape
+        if q_cols.ndim == 3:
+            q_cols = np.broadcast_to(q_cols[:, :, None, :], (len(q_cols), P, B, q_cols.shape[-1]))
+        x = (q_cols * self.inverse_cols()[None]).transpose(1, 2, 3, 0)        # (P, B, S + 1, N)
+        return np.matmul(self.a, x).transpose(3, 0, 1, 2)
+
+    def real_counts(self) -> np.ndarray:
+        P, B, R, S = self.shape
+        return self.a[:, :, :R, :S] * self.scale[:, :, None, None]
+
+    def update(self, rows: np.ndarray, u: np.ndarray, cols: np.ndarray, v: np.ndarray, gate: str, beta: float,
+               eta: float | None, tensor_mask: np.ndarray) -> np.ndarray:
+        """Offer each tensor (p, b) the counts u (x) v on rows ``rows[p, b]`` and columns
+        ``cols[p, b]`` (padding: index R / S with weight 0); returns the weight taken in.
+
+        ``tensor_mask`` (P, B) marks tensors that exist. With ``gate="tensor_mi"`` the
+        weight is sigmoid(beta (MI(a + d) - MI(a))) (spm_MDP_VB_XXX: softmax over the
+        prior and the posterior counts); the tensor becomes (a + w d) eta / (eta + w).
+        """
+        P, B = self.scale.shape
+        pi = np.arange(P)[:, None, None, None]
+        bi = np.arange(B)[None, :, None, None]
+        ri, ci = rows[:, :, :, None], cols[:, :, None, :]
+        block = self.a[pi, bi, ri, ci]                                   # (P, B, nr, ns)
+        per = 1.0 / self.scale                                           # real counts -> stored units
+        d = (u[:, :, :, None] * v[:, :, None, :]) * per[:, :, None, None]
+        d_rows = d.sum(axis=3)
+        d_cols = d.sum(axis=2)
+        old_rows = np.take_along_axis(self.rows, rows, axis=2)
+        old_cols = np.take_along_axis(self.cols, cols, axis=2)
+        e_block, e_r, e_c = _xlogx(block).sum(axis=(2, 3)), _xlogx(old_rows).sum(axis=2), _xlogx(old_cols).sum(axis=2)
+
+        def stats(w: np.ndarray) -> tuple[np.ndarray, ...]:
+            wd = w[:, :, None, None] * d
+            nb, nr, nc = block + wd, old_rows + (w[:, :, None] * d_rows), old_cols + (w[:, :, None] * d_cols)
+            e_joint = self.e_joint - e_block + _xlogx(nb).sum(axis=(2, 3))
+            e_rows = self.e_rows - e_r + _xlogx(nr).sum(axis=2)
+            e_cols = self.e_cols - e_c + _xlogx(nc).sum(axis=2)
+            total = self.total + w * d_rows.sum(axis=2)
+            return nb, nr, nc, e_joint, e_rows, e_cols, total
+
+        ones = tensor_mask.astype(np.float64)
+        if gate == "tensor_mi":
+            _, _, _, ej, er, ec, tt = stats(ones)
+            t = np.maximum(tt, 1e-300)
+            gain = (ej - er - ec + _xlogx(t)) / t - self.mutual_information()
+            w = special.expit(beta * gain) * ones
+        else:
+            w = ones
+        nb, nr, nc, ej, er, ec, tt = stats(w)
+        self.a[pi, bi, ri, ci] = nb
+        np.put_along_axis(self.rows, rows, nr, axis=2)
+        np.put_along_axis(self.cols, cols, nc, axis=2)
+        self.e_joint, self.e_rows, self.e_cols, self.total = ej, er, ec, tt
+        if eta is not None:
+            self.scale = self.scale * eta / (eta + w)
+            if self.scale.min() < RESCALE_BELOW:
+                self.fold_scale()
+        return w
+
+    def fold_scale(self) -> None:
+        """Multiply the counts by their scale (exactly what they stand for) and reset it."""
+        s = self.scale
+        log_s = np.log(s)
+        self.a *= s[:, :, None, None]
+        self.rows *= s[:, :, None]
+        self.cols *= s[:, :, None]
+        # sum(s x log(s x)) = s (sum(x log x) + log(s) sum(x))
+        self.e_joint = s * (self.e_joint + log_s * self.total)
+        self.e_rows = s * (self.e_rows + log_s * self.total)
+        self.e_cols = s * (self.e_cols + log_s * self.total)
+        self.total = s * self.total
+        self.scale = np.ones_like(s)
 
 
 # ----------------------------------------------------------------------------------
@@ -214,407 +513,498 @@ def fit_quantiser(images: np.ndarray, config: RGMConfig) -> Quantiser:
 
 
 def children_of(side: int, block: int) -> np.ndarray:
-    """(parents, block*block) row-major indices of the child factors of each parent."""
+    """(parents, block*block) indices of each parent's child factors; factors in
+    column-major order on their grid (index i + side j), children column-major too."""
     parent_side = side // block
     out = np.empty((parent_side * parent_side, block * block), dtype=np.int64)
-    for pr in range(parent_side):
-        for pc in range(parent_side):
-            kids = [(pr * block + i) * side + pc * block + j for i in range(block) for j in range(block)]
-            out[pr * parent_side + pc] = kids
+    for pj in range(parent_side):
+        for pi in range(parent_side):
+            out[pi + parent_side * pj] = [(pi * block + di) + side * (pj * block + dj)
+                                          for dj in range(block) for di in range(block)]
     return out
-
-
-def _entropy(p: np.ndarray, axis: int) -> np.ndarray:
-    return special.entr(p).sum(axis=axis)
-
-
-def _normalise(a: np.ndarray, axis: int) -> np.ndarray:
-    total = a.sum(axis=axis, keepdims=True)
-    return a / np.where(total > 0, total, 1.0)
-
-
-def _logsafe(a: np.ndarray) -> np.ndarray:
-    return np.log(np.maximum(a, 1e-300))
 
 
 @dataclass
 class StructureReport:
-    n_states: list[list[int]]          # per level, per factor
+    n_states: list[list[int]]          # per structure level, per factor
     top_states: int
     seconds: float
-    exemplar_top_state: np.ndarray     # (E,) top state of each exemplar
+    exemplar_states: list[np.ndarray]  # per level (E, F_l): each exemplar's state
+
+
+def _unique_first(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Distinct rows in order of first appearance (spm_unique 'stable') and each row's index."""
+    _, first, inverse = np.unique(rows, axis=0, return_index=True, return_inverse=True)
+    rank = np.empty(len(first), dtype=np.int64)
+    rank[np.argsort(first)] = np.arange(len(first))
+    inverse = rank[inverse.reshape(-1)]
+    return rows[np.sort(first)], inverse
 
 
 class RGM:
-    """Dense padded Dirichlet tensors of the hierarchy plus exact tree inference.
+    """Structure learning, active learning and inference of the renormalising model.
 
-    Tensors are stored column first (parent state before child rows) so that active
-    learning gathers and scatters whole columns as contiguous blocks:
-    level 1: ``a[0]`` (G, S1, M, n_bins) counts of outcome bin of mode M given the state;
-    level l >= 2: ``a[l-1]`` (P, S_parent, B, S_child) counts of child b's state;
-    class: ``a_class`` (n_classes, S_top) counts of top state given class.
-    ``valid[l]`` (F_l, S_l) marks real (unpadded) states.
+    ``levels[0]`` holds the level-1 tensors: factor f, modality k (a mode of one of its
+    groups), rows = bins, cols = f's states. ``levels[l]`` for l >= 1: parent factor p,
+    child b, rows = the child's states, cols = p's states. ``levels[-1]`` is the class
+    level: one tensor, rows = top states, cols = classes.
     """
 
     def __init__(self, config: RGMConfig, quantiser: Quantiser):
         self.config = config
         self.quantiser = quantiser
-        self.children = [children_of(side, config.block) for side in config.level_grids[:-1]]
-        self.a: list[np.ndarray] = []
-        self.valid: list[np.ndarray] = []
-        self.a_class: np.ndarray | None = None
-        self._cache: tuple[list[np.ndarray], np.ndarray] | None = None
-        self._log_a1: np.ndarray | None = None
-        self.mode_mask = (np.arange(config.max_modes)[None, :] < quantiser.n_modes[:, None]).astype(np.float64)
+        h = config.hierarchy
+        grid, lb = quantiser.groups.grid, h.l1_block
+        side = grid // lb
+        # level-1 factor f owns an l1_block x l1_block block of groups; its modalities are
+        # (group, mode) pairs in column-major group order, then mode order
+        owners = children_of(grid, lb) if lb > 1 else np.arange(grid * grid)[:, None]
+        self.factor_groups = owners                                         # (F1, lb*lb)
+        n_modes = quantiser.n_modes
+        mods = [[(g, m) for g in owners[f] for m in range(int(n_modes[g]))] for f in range(side * side)]
+        k_max = max(len(m) for m in mods)
+        self.mod_group = np.zeros((side * side, k_max), dtype=np.int64)
+        self.mod_mode = np.zeros((side * side, k_max), dtype=np.int64)
+        self.mod_valid = np.zeros((side * side, k_max), dtype=bool)
+        for f, pairs in enumerate(mods):
+            for k, (g, m) in enumerate(pairs):
+                self.mod_group[f, k], self.mod_mode[f, k], self.mod_valid[f, k] = g, m, True
+        self.children = [children_of(s, h.block) for s in config.level_sides[:-1]]
+        self.levels: list[Tensors] = []
+        self.n_states: list[np.ndarray] = []                               # per structure level (F_l,)
+
+    # -- layout helpers -------------------------------------------------------------
 
     @property
-    def n_levels(self) -> int:
-        return len(self.a)
+    def n_structure_levels(self) -> int:
+        return len(self.n_states)
+
+    def modality_codes(self, codes: np.ndarray) -> np.ndarray:
+        """(N, G, M) codes -> (N, F1, K) outcome of each level-1 modality (0 on padding)."""
+        out = codes[:, self.mod_group, self.mod_mode].astype(np.int64)
+        return np.where(self.mod_valid[None], out, 0)
 
     # -- structure learning ---------------------------------------------------------
 
-    def canonical_codes(self, codes: np.ndarray) -> np.ndarray:
-        """Padded modes set to the centre bin, so they never split states."""
-        mask = self.mode_mask.astype(bool)[None]
-        return np.where(mask, codes, self.config.n_bins // 2).astype(np.int8)
-
     def learn_structure(self, codes: np.ndarray, labels: np.ndarray) -> StructureReport:
-        """Fast structure learning: the distinct child-state combinations of the exemplars
-        become the parent's states, level by level, so the exemplars are coded losslessly."""
+        """Fast structure learning (spm_MB_structure_learning with dt = 1): a factor's
+        states are the distinct combinations of its outcomes over the exemplars, in order
+        of first appearance; each state's likelihood column is one-hot; level by level up
+        to a single factor; the class level maps classes to the exemplars' top states."""
         started = time.perf_counter()
-        cfg = self.config
-        codes = self.canonical_codes(codes)
-        n, g, m = codes.shape
-        states = np.empty((n, g), dtype=np.int64)
+        h = self.config.hierarchy
+        nb = self.quantiser.n_bins
+        n_ex = len(codes)
+        mod = self.modality_codes(codes)                                    # (E, F1, K)
+        f1, k_max = self.mod_valid.shape
+        states = np.empty((n_ex, f1), dtype=np.int64)
         uniques = []
-        for j in range(g):
-            uniq, inverse = np.unique(codes[:, j, :], axis=0, return_inverse=True)
-            states[:, j] = inverse.reshape(-1)
+        for f in range(f1):
+            uniq, states[:, f] = _unique_first(mod[:, f, self.mod_valid[f]])
             uniques.append(uniq)
-        n_states = [[len(u) for u in uniques]]
-        a1 = np.zeros((g, max(n_states[0]), m, cfg.n_bins))
-        for j, u in enumerate(uniques):
-            a1[j, np.arange(len(u))[:, None], np.arange(m)[None, :], u] = 1.0
-        self.a = [a1]
+        counts = np.array([len(u) for u in uniques])
+        onehot = np.zeros((f1, k_max, nb, counts.max()))
+        for f, uniq in enumerate(uniques):
+            k = np.flatnonzero(self.mod_valid[f])
+            onehot[f, k[None, :], uniq, np.arange(len(uniq))[:, None]] = 1.0
+        valid_rows = np.broadcast_to(self.mod_valid[:, :, None], (f1, k_max, nb))
+        valid_cols = np.arange(counts.max())[None, :] < counts[:, None]
+        structures = [(onehot, valid_rows, valid_cols, h.concentration)]
+        self.n_states = [counts]
+        per_level = [states]
         for children in self.children:
-            below, n_par = states, len(children)
-            states = np.empty((n, n_par), dtype=np.int64)
+            below, below_counts = states, self.n_states[-1]
+            n_par, n_kids = children.shape
+            states = np.empty((n_ex, n_par), dtype=np.int64)
             uniques = []
             for p in range(n_par):
-                uniq, inverse = np.unique(below[:, children[p]], axis=0, return_inverse=True)
-                states[:, p] = inverse.reshape(-1)
+                uniq, states[:, p] = _unique_first(below[:, children[p]])
                 uniques.append(uniq)
-            counts = [len(u) for u in uniques]
-            al = np.zeros((n_par, max(counts), children.shape[1], max(n_states[-1])))
-            for p, u in enumerate(uniques):
-                for k in range(children.shape[1]):
-                    al[p, np.arange(len(u)), k, u[:, k]] = 1.0
-            self.a.append(al)
-            n_states.append(counts)
+            counts = np.array([len(u) for u in uniques])
+            onehot = np.zeros((n_par, n_kids, below_counts.max(), counts.max()))
+            for p, uniq in enumerate(uniques):
+                for b in range(n_kids):
+                    onehot[p, b, uniq[:, b], np.arange(len(uniq))] = 1.0
+            valid_rows = np.arange(below_counts.max())[None, None, :] < below_counts[children][:, :, None]
+            valid_cols = np.arange(counts.max())[None, :] < counts[:, None]
+            structures.append((onehot, valid_rows, valid_cols, h.concentration))
+            self.n_states.append(counts)
+            per_level.append(states)
         top = states[:, 0]
-        a_class = np.zeros((cfg.n_classes, n_states[-1][0]))
-        np.add.at(a_class, (labels.astype(np.int64), top), 1.0)
-        self.a_class = a_class
-        self.valid = [np.arange(max(c))[None, :] < np.asarray(c)[:, None] for c in n_states]
-        self._to_dirichlet()
-        self.refresh()
-        return StructureReport(n_states, n_states[-1][0], time.perf_counter() - started, top)
+        n_top = int(self.n_states[-1][0])
+        cls = np.zeros((1, 1, n_top, h.n_classes))
+        np.add.at(cls, (0, 0, top, labels.astype(np.int64)), 1.0)
+        # a class with no exemplar keeps an all-zero structure column; its prior is flat
+        structures.append((cls, np.ones((1, 1, n_top), dtype=bool), np.ones((1, h.n_classes), dtype=bool),
+                           h.top_concentration))
+        self.levels = [Tensors(self._prior(*s), s[1], s[2]) for s in structures]
+        return StructureReport([c.tolist() for c in self.n_states], n_top, time.perf_counter() - started, per_level)
 
-    def _to_dirichlet(self) -> None:
-        """One-hot structure -> small-concentration Dirichlet priors, with a floor on the
-        entries the exemplars never showed (so that a new image is not impossible)."""
-        cfg = self.config
-        q, floor = cfg.concentration, cfg.concentration * cfg.prior_floor
-        mask = self.valid[0][:, :, None, None] * self.mode_mask[:, None, :, None]
-        self.a[0] = (self.a[0] * q + floor) * mask
-        for level in range(1, len(self.a)):
-            child_valid = self.valid[level - 1][self.children[level - 1]]      # (P, B, S_child)
-            mask = self.valid[level][:, :, None, None] & child_valid[:, None, :, :]
-            self.a[level] = (self.a[level] * q + floor) * mask
-        qt = cfg.top_concentration
-        self.a_class = self.a_class * qt + qt * cfg.prior_floor
-
-    # -- likelihoods ----------------------------------------------------------------
-
-    def likelihoods(self) -> tuple[list[np.ndarray], np.ndarray]:
-        """Normalised tensors (expected likelihoods under the Dirichlet posteriors); cached,
-        and patched column by column during active learning."""
-        if self._cache is None:
-            A = [_normalise(a, axis=3) for a in self.a]
-            self._cache = (A, _normalise(self.a_class, axis=1))
-            self._log_a1 = _logsafe(A[0]) * self.mode_mask[:, None, :, None]
-        return self._cache
-
-    def refresh(self) -> None:
-        """Drop the cached likelihoods (after changing ``a`` or ``a_class`` by hand)."""
-        self._cache = None
+    def _prior(self, onehot: np.ndarray, valid_rows: np.ndarray, valid_cols: np.ndarray, p: float) -> np.ndarray:
+        """Dirichlet counts from the one-hot structure (spm_mdp2rdp)."""
+        h = self.config.hierarchy
+        mask = valid_rows[:, :, :, None] & valid_cols[:, None, None, :]
+        if h.prior == "scaled":       # the first port: p x onehot + p x floor
+            a = (onehot + h.prior_floor) * p
+        else:
+            a = onehot + p
+        a = a * mask
+        if h.prior == "spm2024":      # normalised columns (spm_mdp2rdp at 23a9359a6)
+            total = a.sum(axis=2, keepdims=True)
+            a = a / np.where(total > 0, total, 1.0)
+        return a
 
     # -- inference ------------------------------------------------------------------
+    # Beliefs carry the families' spare entry: (N, F, S + 1) with the last state always 0.
 
-    def infer(self, codes: np.ndarray, class_prior: np.ndarray | None = None) -> dict[str, Any]:
-        """Exact posterior marginals for a batch by one bottom-up and one top-down sweep.
+    def _pad_classes(self, class_prior: np.ndarray | None, n: int) -> np.ndarray:
+        c = self.config.hierarchy.n_classes
+        prior = np.full((n, c), 1.0 / c) if class_prior is None else np.asarray(class_prior, dtype=np.float64)
+        return np.concatenate([prior, np.zeros((n, 1))], axis=1)
 
-        Returns ``q`` (list per level of (N, F_l, S_l)), ``q_class`` (N, C) and ``elbo``
-        (N,) = log p(outcomes) in nats, which the exact posterior attains.
-        """
-        A, A_class = self.likelihoods()
-        cfg = self.config
+    def _spread(self, level: int, per_child: np.ndarray) -> np.ndarray:
+        """(N, P, B, X) values per (parent, child) of family ``level`` -> (N, F, X) per
+        child factor of structure level ``level - 1``."""
+        kids = self.children[level - 1]
+        out = np.zeros((len(per_child), kids.size, per_child.shape[-1]))
+        out[:, kids] = per_child
+        return out
+
+    def top_down_priors(self, class_prior: np.ndarray) -> list[np.ndarray]:
+        """Every factor's prior predicted from its parent's prior (the demo's D), per
+        structure level (N, F_l, S_l + 1), bottom first; ``class_prior`` (N, C + 1)."""
+        priors = [self.levels[-1].down(class_prior[:, None, :])[:, 0]]       # (N, 1, S_top + 1)
+        for level in range(len(self.children), 0, -1):
+            priors.insert(0, self._spread(level, self.levels[level].down(priors[0])))
+        return priors
+
+    def _sequential(self, prior: np.ndarray, likelihood: Callable[[int, np.ndarray | None], np.ndarray], steps: int,
+                    compact_at: Sequence[int] = ()) -> tuple[np.ndarray, np.ndarray]:
+        """spm_VBX: beliefs (N, F, S) updated by one modality after another, each time
+        first dropping the states at or below e^-prune; returns the posterior and the
+        summed log partition functions (N, F), each floored at -32 as spm_log is.
+
+        ``likelihood(k, index)`` gives modality k's likelihood (N, F, S), 1 on padding,
+        or only at the states ``index`` (N, F, S') once the beliefs are compacted: at the
+        steps ``compact_at`` the dropped states leave the arrays (a speed-up only)."""
+        prune = self.config.inference.prune
+        threshold = math.exp(-prune) if prune is not None else 0.0
+        q, index = prior.copy(), None
+        z = np.empty((steps, *q.shape[:2]))
+        for k in range(steps):
+            if threshold:
+                q *= q > threshold
+                if k in compact_at:
+                    width = int((q > 0).sum(axis=2).max())
+                    if width < q.shape[2] // 2:
+                        keep = np.argsort(-q, axis=2, kind="stable")[:, :, :width]
+                        q = np.take_along_axis(q, keep, axis=2)
+                        index = keep if index is None else np.take_along_axis(index, keep, axis=2)
+            q *= likelihood(k, index)
+            np.sum(q, axis=2, out=z[k])
+            q /= z[k][..., None]
+        if index is not None:
+            full = np.zeros(prior.shape)
+            np.put_along_axis(full, index, q, axis=2)
+            q = full
+        return q, np.maximum(np.log(z), LOG_FLOOR).sum(axis=0)
+
+    def infer_forward(self, codes: np.ndarray, class_prior: np.ndarray | None = None) -> dict[str, Any]:
+        """The demo's inference (spm_MDP_VB_XXX with T = 1): priors predicted top-down from
+        the parents' priors, then one bottom-up pass of sequential updates; a parent sees
+        each child's posterior q through A' q. Returns ``q`` (per structure level,
+        (N, F_l, S_l + 1)), ``q_class`` (N, C), ``elbo_levels`` (N, levels + 1): each level's
+        summed log partition functions, and ``elbo``: the demo's (top structure level + class)
+        or, with ``elbo: sum_levels``, their sum."""
         n = len(codes)
-        g, m = self.mode_mask.shape
-        onehot = np.eye(cfg.n_bins)[codes.astype(np.int64)]                      # (N, G, M, K)
-        log_a1 = self._log_a1.reshape(g, -1, m * cfg.n_bins)                     # (G, S1, M*K)
-        lam = np.matmul(onehot.transpose(1, 0, 2, 3).reshape(g, n, m * cfg.n_bins),
-                        log_a1.transpose(0, 2, 1)).transpose(1, 0, 2)            # (N, G, S1)
-        lams = [np.where(self.valid[0][None], lam, -np.inf)]
-        messages = []                                                            # log Z_child(parent state)
-        for level in range(1, len(A)):
-            children = self.children[level - 1]
+        cp = self._pad_classes(class_prior, n)
+        priors = self.top_down_priors(cp)
+        mod = self.modality_codes(codes)                                    # (N, F1, K)
+        level1 = self.levels[0]
+        f1, k_max = self.mod_valid.shape
+        inverse = level1.inverse_cols()
+        # the likelihood floor of spm_log; padded modalities leave the beliefs alone
+        padded = ~self.mod_valid[:, :, None]
+        if len(codes) == 1:
+            rows = level1.a[np.arange(f1)[:, None], np.arange(k_max), mod[0]] * inverse
+            lik = np.where(padded, 1.0, np.maximum(rows, SUPPORT_FLOOR))[None]            # (1, F1, K, S + 1)
+            q, z = self._sequential(priors[0], lambda k, index: lik[:, :, k], k_max)
+        else:
+            table = np.where(padded[:, :, None], 1.0, np.maximum(level1.a * inverse[:, :, None], SUPPORT_FLOOR))
+            fi = np.arange(f1)[None, :]
+
+            def lik_batch(k: int, index: np.ndarray | None) -> np.ndarray:
+                if index is None:
+                    return table[fi, k, mod[:, :, k]]
+                return table[fi[..., None], k, mod[:, :, k, None], index]
+
+            q, z = self._sequential(priors[0], lik_batch, k_max, compact_at=(4, 16))
+        qs, levels = [q], [z.sum(axis=1)]
+        for level, kids in enumerate(self.children, start=1):
+            msg = np.maximum(self.levels[level].up(qs[-1][:, kids]), SUPPORT_FLOOR)   # (N, P, B, S + 1)
+            q, z = self._sequential(priors[level], lambda b, index: msg[:, :, b], kids.shape[1])
+            qs.append(q)
+            levels.append(z.sum(axis=1))
+        msg = np.maximum(self.levels[-1].up(qs[-1][:, None]), SUPPORT_FLOOR)  # (N, 1, 1, C + 1)
+        q_class, z = self._sequential(cp[:, None, :], lambda b, index: msg[:, :, 0], 1)
+        levels.append(z[:, 0])
+        levels = np.stack(levels, axis=1)
+        elbo = levels.sum(axis=1) if self.config.inference.elbo == "sum_levels" else levels[:, -2:].sum(axis=1)
+        return {"q": qs, "q_class": q_class[:, 0, :-1], "elbo": elbo, "elbo_levels": levels}
+
+    def _level1_log_likelihood(self, mod: np.ndarray) -> np.ndarray:
+        """sum_k ln A1[f, k, o_k, s] for outcomes (N, F1, K): (N, F1, S + 1)."""
+        level1 = self.levels[0]
+        f1, k_max = self.mod_valid.shape
+        if len(mod) <= 16:
+            inverse = level1.inverse_cols()
+            rows = level1.a[np.arange(f1)[None, :, None], np.arange(k_max)[None, None, :], mod] * inverse[None]
+            return (np.maximum(_logsafe(rows), LOG_FLOOR) * self.mod_valid[None, :, :, None]).sum(axis=2)
+        log_a = np.maximum(_logsafe(level1.expected()), LOG_FLOOR) * self.mod_valid[:, :, None, None]
+        bins = log_a.shape[2]
+        onehot = np.zeros((len(mod), f1, k_max * bins))
+        flat = np.arange(k_max)[None, None, :] * bins + mod
+        np.put_along_axis(onehot, flat, 1.0, axis=2)
+        return np.matmul(onehot.transpose(1, 0, 2), log_a.reshape(f1, k_max * bins, -1)).transpose(1, 0, 2)
+
+    def infer_exact(self, codes: np.ndarray, class_prior: np.ndarray | None = None,
+                    marginals: bool = True) -> dict[str, Any]:
+        """Exact posterior marginals and log evidence by one upward and one downward
+        sweep of the tree that the tensors define."""
+        n = len(codes)
+        cp = self._pad_classes(class_prior, n)
+        lam = self._level1_log_likelihood(self.modality_codes(codes))
+        valid = [np.concatenate([t.valid_cols, np.zeros((len(t.valid_cols), 1), dtype=bool)], axis=1)
+                 for t in self.levels]
+        lams = [np.where(valid[0][None], lam, -np.inf)]
+        messages = []
+        for level, kids in enumerate(self.children, start=1):
             below = lams[-1]
             shift = below.max(axis=2, keepdims=True)
-            e = np.exp(below - shift)[:, children]                               # (N, P, B, S_c)
-            z = np.einsum("npbc,psbc->npbs", e, A[level])                        # (N, P, B, S_p)
-            log_z = _logsafe(z) + shift[:, children]
-            lams.append(np.where(self.valid[level][None], log_z.sum(axis=2), -np.inf))
+            z = self.levels[level].up(np.exp(below - shift)[:, kids])          # (N, P, B, S + 1)
+            log_z = _logsafe(z) + shift[:, kids]
+            lams.append(np.where(valid[level][None], log_z.sum(axis=2), -np.inf))
             messages.append(log_z)
-        top = lams[-1][:, 0]                                                     # (N, S_top)
-        shift = top.max(axis=1, keepdims=True)
-        zc = np.exp(top - shift) @ A_class.T                                     # (N, C)
-        prior = np.full((n, cfg.n_classes), 1.0 / cfg.n_classes) if class_prior is None else class_prior
-        joint = _logsafe(zc) + shift + _logsafe(prior)
-        jmax = joint.max(axis=1, keepdims=True)
-        elbo = (jmax + np.log(np.exp(joint - jmax).sum(axis=1, keepdims=True)))[:, 0]
+        top = lams[-1]                                                         # (N, 1, S_top + 1)
+        shift = top.max(axis=2, keepdims=True)
+        zc = self.levels[-1].up(np.exp(top - shift)[:, :, None, :])[:, 0, 0]  # (N, C + 1)
+        joint = _logsafe(zc) + shift[:, 0] + _logsafe(cp)
+        elbo = special.logsumexp(joint, axis=1)
         q_class = np.exp(joint - elbo[:, None])
-        # top-down: q(child) = exp(lam_child) * sum_parent A(child | parent) q(parent) / Z(parent)
-        q_top = np.exp(top - shift) * ((q_class / np.maximum(zc, 1e-300)) @ A_class)
-        qs = [(q_top / q_top.sum(axis=1, keepdims=True))[:, None, :]]
-        for level in range(len(A) - 1, 0, -1):
-            children = self.children[level - 1]
+        if not marginals:
+            return {"q_class": q_class[:, :-1], "elbo": elbo}
+        back = self.levels[-1].down((q_class / np.maximum(zc, 1e-300))[:, None, :])[:, :, 0]   # (N, 1, S_top + 1)
+        q_top = np.exp(top - shift) * back
+        qs = [q_top / q_top.sum(axis=2, keepdims=True)]
+        for level in range(len(self.children), 0, -1):
+            kids = self.children[level - 1]
             log_z = messages[level - 1]
             ratio = qs[0][:, :, None, :] * np.exp(log_z.max(axis=3, keepdims=True) - log_z)
-            back = np.einsum("npbs,psbc->npbc", ratio, A[level])                 # (N, P, B, S_c)
+            ratio = np.where(np.isfinite(ratio), ratio, 0.0)
+            back = self._spread(level, self.levels[level].down(ratio))
             below = lams[level - 1]
-            q_child = np.zeros_like(below)
-            q_child[:, children] = back * np.exp(below - below.max(axis=2, keepdims=True))[:, children]
-            q_child /= np.maximum(q_child.sum(axis=2, keepdims=True), 1e-300)
-            qs.insert(0, q_child)
-        return {"q": qs, "q_class": q_class, "elbo": elbo}
+            q_child = back * np.exp(below - below.max(axis=2, keepdims=True))
+            qs.insert(0, q_child / np.maximum(q_child.sum(axis=2, keepdims=True), 1e-300))
+        return {"q": qs, "q_class": q_class[:, :-1], "elbo": elbo}
 
-    def classify(self, codes: np.ndarray, batch: int = 256, progress: Any = None) -> tuple[np.ndarray, np.ndarray]:
-        """Predicted class (argmax of the top posterior) and ELBO of each image."""
-        preds, elbos = [], []
+    def infer(self, codes: np.ndarray, class_prior: np.ndarray | None = None) -> dict[str, Any]:
+        if self.config.inference.scheme == "exact":
+            return self.infer_exact(codes, class_prior)
+        return self.infer_forward(codes, class_prior)
+
+    def classify(self, codes: np.ndarray, batch: int | None = None,
+                 progress: Any = None) -> dict[str, np.ndarray]:
+        """Predicted class and ELBOs of each image: ``elbo`` (the configured one),
+        ``spm_elbo`` (the demo's), ``sum_levels`` and ``log_evidence`` (exact)."""
+        batch = batch or self.config.inference.batch
+        keys = ("pred", "elbo", "spm_elbo", "sum_levels", "log_evidence")
+        parts: dict[str, list[np.ndarray]] = {key: [] for key in keys}
         starts = range(0, len(codes), batch)
         for start in (progress(starts) if progress else starts):
-            out = self.infer(codes[start:start + batch])
-            preds.append(out["q_class"].argmax(axis=1))
-            elbos.append(out["elbo"])
-        return np.concatenate(preds), np.concatenate(elbos)
+            chunk = codes[start:start + batch]
+            exact = self.infer_exact(chunk, marginals=False)
+            if self.config.inference.scheme == "exact":
+                out = exact
+                levels = np.full((len(chunk), 2), np.nan)
+            else:
+                out = self.infer_forward(chunk)
+                levels = out["elbo_levels"]
+            parts["pred"].append(out["q_class"].argmax(axis=1))
+            parts["spm_elbo"].append(levels[:, -2:].sum(axis=1))
+            parts["sum_levels"].append(levels.sum(axis=1))
+            parts["log_evidence"].append(exact["elbo"])
+            parts["elbo"].append(exact["elbo"] if self.config.inference.elbo == "exact" else out["elbo"])
+        return {key: np.concatenate(value) for key, value in parts.items()}
+
+    # -- active learning ------------------------------------------------------------
+
+    def _support(self, q: np.ndarray, spare: int) -> tuple[np.ndarray, np.ndarray]:
+        """Indices and values of the states that receive counts, padded with ``spare``
+        (weight 0): (F, n) each; all states above SUPPORT_FLOOR, or the top_k above tol."""
+        lc = self.config.learning
+        floor = lc.tol if lc.counts == "top_k" else SUPPORT_FLOOR
+        keep = q > floor
+        width = max(1, int(keep.sum(axis=-1).max()))
+        if lc.counts == "top_k":
+            width = min(width, lc.top_k)
+        order = np.argsort(-np.where(keep, q, -1.0), axis=-1, kind="stable")[..., :width]
+        values = np.take_along_axis(q, order, axis=-1)
+        on = np.take_along_axis(keep, order, axis=-1)
+        return np.where(on, order, spare), np.where(on, values, 0.0)
+
+    def learn_image(self, codes: np.ndarray, label: int) -> dict[str, Any]:
+        """One image of the stream (codes (G, M)): infer with the class clamped, then offer
+        every tensor its counts; returns the weights taken in, per level."""
+        lc, h = self.config.learning, self.config.hierarchy
+        clamp = np.eye(h.n_classes)[[label]]
+        out = self.infer(codes[None], class_prior=clamp)
+        qs = [q[0] for q in out["q"]]
+        weights = []
+        # level 1: the observed bin of each modality x the factor's posterior
+        t = self.levels[0]
+        P, B, R, S = t.shape
+        mod = self.modality_codes(codes[None])[0]                            # (F1, K)
+        cols, v = self._support(qs[0], S)
+        weights.append(t.update(mod[:, :, None], np.ones((P, B, 1)), np.broadcast_to(cols[:, None], (P, B, cols.shape[1])),
+                                np.broadcast_to(v[:, None], (P, B, v.shape[1])), lc.gate, lc.beta, lc.eta,
+                                self.mod_valid))
+        # levels above: the child's posterior x the parent's posterior
+        for level, kids in enumerate(self.children, start=1):
+            t = self.levels[level]
+            P, B, R, S = t.shape
+            rows, u = self._support(qs[level - 1], R)
+            cols, v = self._support(qs[level], S)
+            weights.append(t.update(rows[kids], u[kids], np.broadcast_to(cols[:, None], (P, B, cols.shape[1])),
+                                    np.broadcast_to(v[:, None], (P, B, v.shape[1])), lc.gate, lc.beta, lc.eta,
+                                    np.ones((P, B), dtype=bool)))
+        # the class level: the top posterior x the clamped class
+        t = self.levels[-1]
+        _, _, R, S = t.shape
+        rows, u = self._support(qs[-1], R)
+        weights.append(t.update(rows[None], u[None], np.array([[[label]]]), np.ones((1, 1, 1)), lc.gate, lc.beta,
+                                lc.eta, np.ones((1, 1), dtype=bool)))
+        return {"weights": weights, "correct": int(np.argmax(out["q_class"][0]) == label)}
+
+    def learn_stream(self, codes: np.ndarray, labels: np.ndarray, progress: Any = None,
+                     record_every: int = 1) -> dict[str, np.ndarray]:
+        """Active learning over a stream in order (the demo's spm_MNIST_train).
+
+        Records per image the mean weight taken in per level (1..L, then the class), the
+        class tensor's weight, and every ``record_every`` images the mutual information
+        per level (the sum over its tensors)."""
+        n = len(codes)
+        n_levels = len(self.levels)
+        mean_weight = np.zeros((n, n_levels))
+        recorded = np.arange(record_every - 1, n, record_every)
+        mi = np.zeros((len(recorded), n_levels))
+        iterator = range(n)
+        r = 0
+        for i in (progress(iterator) if progress else iterator):
+            step = self.learn_image(codes[i], int(labels[i]))
+            for level, w in enumerate(step["weights"]):
+                mask = self.mod_valid if level == 0 else np.ones_like(w, dtype=bool)
+                mean_weight[i, level] = float(w[mask].mean())
+            if r < len(recorded) and recorded[r] == i:
+                mi[r] = self.mutual_information_per_level()
+                r += 1
+        return {"mean_weight": mean_weight, "class_weight": mean_weight[:, -1], "mi": mi, "mi_index": recorded}
+
+    def mutual_information_per_level(self) -> np.ndarray:
+        """Sum of the tensors' MI per level (structure levels bottom-up, then the class)."""
+        out = []
+        for level, t in enumerate(self.levels):
+            mi = t.mutual_information()
+            mask = self.mod_valid if level == 0 else np.ones_like(mi, dtype=bool)
+            out.append(float(mi[mask].sum()))
+        return np.array(out)
 
     # -- generation -----------------------------------------------------------------
 
     def predict_down(self, q_level: np.ndarray, level: int) -> np.ndarray:
-        """Push (N, F, S) beliefs at ``level`` (1 = lowest) down to outcome-bin
-        probabilities (N, G, M, n_bins) through the expected likelihoods."""
-        A, _ = self.likelihoods()
+        """Push (N, F, S + 1) beliefs at structure ``level`` (1 = lowest) down to
+        outcome-bin probabilities (N, G, M, n_bins) through the expected likelihoods."""
         q = q_level
-        for lev in range(level, 1, -1):
-            children = self.children[lev - 2]
-            below = np.einsum("nps,psbc->npbc", q, A[lev - 1])
-            out = np.zeros((len(q), self.valid[lev - 2].shape[0], below.shape[-1]))
-            out[:, children] = below
-            q = out
-        return np.einsum("ngs,gsmk->ngmk", q, A[0])
+        for lev in range(level - 1, 0, -1):
+            q = self._spread(lev, self.levels[lev].down(q))
+        probs = self.levels[0].down(q)[..., :-1]                               # (N, F1, K, bins)
+        g, m = self.quantiser.basis.shape[:2]
+        out = np.zeros((len(q), g, m, self.quantiser.n_bins))
+        out[..., self.quantiser.n_bins // 2] = 1.0                           # unused modes: the centre bin
+        f_idx, k_idx = np.nonzero(self.mod_valid)
+        out[:, self.mod_group[f_idx, k_idx], self.mod_mode[f_idx, k_idx]] = probs[:, f_idx, k_idx]
+        return out
 
     def class_to_top(self, class_probs: np.ndarray) -> np.ndarray:
-        """Predicted top-level beliefs (N, 1, S_top) under class beliefs (N, C)."""
-        _, A_class = self.likelihoods()
-        return (class_probs @ A_class)[:, None, :]
+        """Predicted top-level beliefs (N, 1, S_top + 1) under class beliefs (N, C)."""
+        return self.levels[-1].down(self._pad_classes(class_probs, len(class_probs))[:, None, :])[:, :, 0]
 
-    def sample(self, class_index: Sequence[int], rng: np.random.Generator,
-               modes_below_top: bool = False) -> np.ndarray:
-        """Samples top-down from the given classes: outcome codes (N, G, M).
-
-        Ancestral sampling at every level, or (``modes_below_top``) a sampled top state
-        followed by the most likely state of every factor below it, which shows the
-        digit a top state stands for without the independent noise of each factor.
-        """
-        A, A_class = self.likelihoods()
-
-        def pick(p: np.ndarray) -> int:
-            return int(np.argmax(p)) if modes_below_top else int(rng.choice(len(p), p=p / p.sum()))
+    def sample(self, class_index: Sequence[int], rng: np.random.Generator, modes_below_top: bool = False) -> np.ndarray:
+        """Codes (N, G, M) sampled top-down from the given classes: ancestral sampling at
+        every level, or (``modes_below_top``) a sampled top state and the most likely
+        state of every factor and outcome below it."""
+        A = [t.expected() for t in self.levels]
 
         def draw(p: np.ndarray) -> int:
             return int(rng.choice(len(p), p=p / p.sum()))
 
+        def pick(p: np.ndarray) -> int:
+            return int(np.argmax(p)) if modes_below_top else draw(p)
+
         n = len(class_index)
-        states = np.array([[draw(A_class[c])] for c in class_index])
-        for lev in range(len(A) - 1, 0, -1):
-            children = self.children[lev - 1]
-            below = np.zeros((n, self.valid[lev - 1].shape[0]), dtype=np.int64)
+        states = np.array([[draw(A[-1][0, 0][:, c])] for c in class_index])
+        for lev in range(len(self.children), 0, -1):
+            kids = self.children[lev - 1]
+            below = np.zeros((n, kids.size), dtype=np.int64)
             for i in range(n):
-                for p in range(children.shape[0]):
-                    for b in range(children.shape[1]):
-                        below[i, children[p, b]] = pick(A[lev][p, states[i, p], b])
+                for p in range(kids.shape[0]):
+                    for b in range(kids.shape[1]):
+                        below[i, kids[p, b]] = pick(A[lev][p, b][:, states[i, p]])
             states = below
-        g, m = self.mode_mask.shape
-        codes = np.full((n, g, m), self.config.n_bins // 2, dtype=np.int8)
+        g, m = self.quantiser.basis.shape[:2]
+        codes = np.full((n, g, m), self.quantiser.n_bins // 2, dtype=np.int8)
         for i in range(n):
-            for j in range(g):
-                for k in range(int(self.quantiser.n_modes[j])):
-                    codes[i, j, k] = pick(A[0][j, states[i, j], k])
+            for f, k in zip(*np.nonzero(self.mod_valid)):
+                codes[i, self.mod_group[f, k], self.mod_mode[f, k]] = pick(A[0][f, k][:-1, states[i, f]])
         return codes
-
-    # -- active learning ------------------------------------------------------------
-
-    def _link_state(self) -> list[dict[str, Any]]:
-        """Per link (one likelihood mapping per child of a factor, and the class map):
-        summed column entropies ``h``, summed columns ``p`` and the column count ``n``,
-        from which its mutual information under a flat prior over columns follows."""
-        A, A_class = self.likelihoods()
-        out = []
-        for level, a in enumerate(A):
-            valid = self.valid[level][:, :, None].astype(np.float64)             # (F, S, 1)
-            h = (_entropy(a, axis=3) * valid).sum(axis=1)                        # (F, B)
-            p = (a * valid[..., None]).sum(axis=1)                               # (F, B, R)
-            out.append({"h": h, "p": p, "n": self.valid[level].sum(axis=1).astype(np.float64)[:, None]})
-        out.append({"h": np.array([_entropy(A_class, axis=1).sum()]), "p": A_class.sum(axis=0)[None],
-                    "n": np.array([[float(A_class.shape[0])]])})
-        return out
-
-    @staticmethod
-    def _mi(h: np.ndarray, p: np.ndarray, n: np.ndarray) -> np.ndarray:
-        return _entropy(p / n[..., None], axis=-1) - h / n
-
-    def mutual_information(self) -> float:
-        """Total mutual information (nats) of all the likelihood mappings."""
-        total = 0.0
-        for level, st in enumerate(self._link_state()):
-            mi = self._mi(st["h"], st["p"], st["n"])
-            total += float((mi * self.mode_mask).sum() if level == 0 else mi.sum())
-        return total
-
-    def learn_stream(self, codes: np.ndarray, labels: np.ndarray, seed: int = 0,
-                     progress: Any = None) -> dict[str, np.ndarray]:
-        """Active learning over a stream, one image at a time.
-
-        Each image is inferred with its class clamped; the proposed Dirichlet counts are
-        q(child) x q(parent) on every link (the observed bin at the bottom). They are taken
-        in only when that lowers the free energy of the model: the gain in the image's log
-        evidence (variational part) plus ``beta`` times the gain in the total mutual
-        information of the likelihood mappings (expected part, the structural prior that
-        precise mappings are plausible). The choice is a softmax over the two models
-        (deterministic when not stochastic). ``delta_g`` is minus that score.
-        """
-        cfg = self.config
-        rng = np.random.default_rng(seed)
-        st = self._link_state()
-        accepted = np.zeros(len(codes), dtype=bool)
-        delta_g, delta_f, delta_mi = np.zeros(len(codes)), np.zeros(len(codes)), np.zeros(len(codes))
-        mode_mask = self.mode_mask
-        iterator = range(len(codes))
-        for i in (progress(iterator) if progress else iterator):
-            c = int(labels[i])
-            out = self.infer(codes[i:i + 1], class_prior=np.eye(cfg.n_classes)[[c]])
-            qs = [q[0] for q in out["q"]]
-            proposals, d_mi = [], 0.0
-            for level, a in enumerate(self.a):
-                q_par = qs[level]                                                # (F, S)
-                k = min(cfg.top_k, q_par.shape[1])
-                cols = np.argpartition(-q_par, k - 1, axis=1)[:, :k]
-                w = np.take_along_axis(q_par, cols, axis=1)
-                w = np.where(w > cfg.tol, w, 0.0)
-                f_idx = np.arange(len(q_par))[:, None]
-                old = a[f_idx, cols]                                             # (F, k, B, R)
-                if level == 0:
-                    rows = np.eye(cfg.n_bins)[codes[i].astype(np.int64)] * mode_mask[:, :, None]
-                else:
-                    rows = qs[level - 1][self.children[level - 1]]               # (P, B, S_c)
-                    rows = np.where(rows > cfg.tol, rows, 0.0)
-                new = old + w[:, :, None, None] * rows[:, None]
-                A_old, A_new = _normalise(old, axis=3), _normalise(new, axis=3)
-                valid = np.take_along_axis(self.valid[level], cols, axis=1)[:, :, None]
-                dh = ((_entropy(A_new, axis=3) - _entropy(A_old, axis=3)) * valid).sum(axis=1)
-                dp = ((A_new - A_old) * valid[..., None]).sum(axis=1)
-                h_new, p_new = st[level]["h"] + dh, st[level]["p"] + dp
-                gain = self._mi(h_new, p_new, st[level]["n"]) - self._mi(st[level]["h"], st[level]["p"], st[level]["n"])
-                d_mi += float((gain * mode_mask).sum() if level == 0 else gain.sum())
-                proposals.append((f_idx, cols, new, A_new, h_new, p_new))
-            # the class link: the clamped class's distribution over top states gains q(top)
-            A_class = self.likelihoods()[1]
-            new_c = self.a_class[c] + np.where(qs[-1][0] > cfg.tol, qs[-1][0], 0.0)
-            A_new_c = new_c / new_c.sum()
-            sc = st[-1]
-            h_c = sc["h"] - _entropy(A_class[c], axis=0) + _entropy(A_new_c, axis=0)
-            p_c = sc["p"] - A_class[c] + A_new_c
-            d_mi += float((self._mi(h_c, p_c, sc["n"]) - self._mi(sc["h"], sc["p"], sc["n"])).sum())
-            # try the update: patch the expected likelihoods, re-infer the image
-            A, A_class = self.likelihoods()
-            saved = []
-            for level, (f_idx, cols, new, A_new, h_new, p_new) in enumerate(proposals):
-                saved.append(A[level][f_idx, cols].copy())
-                A[level][f_idx, cols] = A_new
-                if level == 0:
-                    saved_log = self._log_a1[f_idx, cols].copy()
-                    self._log_a1[f_idx, cols] = _logsafe(A_new) * mode_mask[:, None, :, None]
-            saved_c = A_class[c].copy()
-            A_class[c] = A_new_c
-            d_f = 0.0
-            if cfg.acceptance == "efe":
-                after = self.infer(codes[i:i + 1], class_prior=np.eye(cfg.n_classes)[[c]])
-                d_f = float(after["elbo"][0] - out["elbo"][0])
-            # expected free energy of taking the counts in, relative to leaving them out:
-            # the image's evidence gain plus beta x the mutual information gain
-            score = d_f + cfg.beta * d_mi
-            delta_g[i], delta_f[i], delta_mi[i] = -score, d_f, d_mi
-            if cfg.acceptance == "all":
-                take = True
-            elif cfg.acceptance == "mi":
-                take = d_mi > 0
-            elif cfg.stochastic_acceptance:
-                take = rng.random() < special.expit(score)
-            else:
-                take = score > 0
-            if not take:
-                for level, (f_idx, cols, *_rest) in enumerate(proposals):
-                    A[level][f_idx, cols] = saved[level]
-                    if level == 0:
-                        self._log_a1[f_idx, cols] = saved_log
-                A_class[c] = saved_c
-                continue
-            accepted[i] = True
-            for level, (f_idx, cols, new, A_new, h_new, p_new) in enumerate(proposals):
-                self.a[level][f_idx, cols] = new
-                st[level]["h"], st[level]["p"] = h_new, p_new
-            self.a_class[c] = new_c
-            sc["h"], sc["p"] = h_c, p_c
-        return {"accepted": accepted, "delta_g": delta_g, "delta_f": delta_f, "delta_mi": delta_mi}
 
     # -- persistence ----------------------------------------------------------------
 
     def arrays(self) -> dict[str, np.ndarray]:
-        out = {f"a{level}": a for level, a in enumerate(self.a)}
-        out.update({f"valid{level}": v for level, v in enumerate(self.valid)})
-        out["a_class"] = self.a_class
+        out = {}
+        for level, t in enumerate(self.levels):
+            P, B, R, S = t.shape
+            out.update({f"a{level}": t.a[:, :, :R, :S], f"scale{level}": t.scale, f"rows{level}": t.valid_rows,
+                        f"cols{level}": t.valid_cols})
+        for level, c in enumerate(self.n_states):
+            out[f"n_states{level}"] = c
         out.update(self.quantiser.arrays())
         return out
 
     @classmethod
     def from_arrays(cls, config: RGMConfig, arrays: dict[str, np.ndarray]) -> "RGM":
         model = cls(config, Quantiser.from_arrays(arrays))
-        levels = len(config.level_grids)
-        model.a = [np.array(arrays[f"a{level}"]) for level in range(levels)]
-        model.valid = [np.array(arrays[f"valid{level}"], dtype=bool) for level in range(levels)]
-        model.a_class = np.array(arrays["a_class"])
+        n_struct = len(config.level_sides)
+        model.n_states = [np.array(arrays[f"n_states{level}"]) for level in range(n_struct)]
+        model.levels = [Tensors(np.array(arrays[f"a{level}"]), np.array(arrays[f"rows{level}"]),
+                                np.array(arrays[f"cols{level}"]), np.array(arrays[f"scale{level}"]))
+                        for level in range(n_struct + 1)]
         return model
 
 
 def confident_half_accuracy(correct: np.ndarray, elbo: np.ndarray) -> float:
-    """Accuracy on the half of the images with the higher ELBO (ties broken by order)."""
-    order = np.argsort(-elbo, kind="stable")
-    half = order[: max(1, len(order) // 2)]
-    return float(np.mean(correct[half]))
+    """Accuracy on the images whose ELBO exceeds the median (the demo's "upper median")."""
+    upper = elbo > np.median(elbo)
+    if not upper.any():
+        return float("nan")
+    return float(np.mean(correct[upper]))
 
 
 def accuracy_by_elbo_quantile(correct: np.ndarray, elbo: np.ndarray, n_bins: int = 10) -> np.ndarray:
-    """Accuracy within each ELBO decile (lowest ELBO first)."""
+    """Accuracy within each ELBO quantile bin (lowest ELBO first)."""
     order = np.argsort(elbo, kind="stable")
     return np.array([float(np.mean(correct[chunk])) for chunk in np.array_split(order, n_bins)])
+
+
+def binomial_se(p: float, n: int) -> float:
+    """Standard error of an accuracy p measured on n independent images."""
+    return float(math.sqrt(max(p * (1 - p), 0.0) / n)) if n > 0 else float("nan")

@@ -3,14 +3,26 @@
 Bottom-up, an image is compressed to z1, a 7x7 grid of local codes (one of ``codes``
 categories per cell), and z1 to z2, a distribution over the ten digit concepts.
 Top-down, z2 predicts a prior over every z1 cell, and a transposed-convolution decoder
-turns z1 back into pixels. Because the decoder is purely convolutional, each z1 cell can
-only touch a fixed window of the output; :func:`receptive_windows` derives that window
-from the layer geometry so the locality experiment measures against the architecture
-rather than against a guess.
+turns z1 back into pixels. The layers are those of the seed's origin repository
+(github.com/yezune/from_pixels_to_planning, src/models/spatial_rgm.py at commit a0eb98c,
+unchanged since): encoder 1->32->64 channels with 4x4 stride-2 convolutions, a 1x1
+projection to the codes, an MLP of width ``hidden`` each way between z1 and z2, and a
+decoder that mirrors the encoder (1x1 to 64 channels, then 4x4 stride-2 up to 32 and 1).
 
-Loss (every weight in :class:`SpatialRGMConfig`):
-    recon_weight * MSE(x_hat, x) + class_weight * CE(z2, y)
-    + kl_weight * mean over cells of KL(q(z1|x) || p(z1|z2))
+Because the decoder is purely convolutional, each z1 cell can only touch a fixed window
+of the output; :func:`receptive_window` derives that window from the layer geometry, so
+tests can check it for any weights (a cell's change never leaves its window by
+construction; whether it stays inside the cell's own 4x4 patch is what the locality
+experiment measures).
+
+Training, as in both published recipes: z1 and z2 are relaxed Gumbel-softmax samples at
+temperature tau (never hard), the prior over z1 is predicted from the z2 *sample*, and
+
+    loss = w * (recon_weight * recon + kl_weight * KL(q(z1|x) || p(z1|z2))
+                + kl_z2_weight * KL(q(z2|z1) || uniform)) + class_weight * CE(z2, label)
+
+with w = min(1, epoch / warmup_epochs) (1 without warm-up) and every term either a mean
+(per pixel, per cell) or a per-image sum (``reduction``), see :class:`SpatialLossConfig`.
 """
 
 from __future__ import annotations
@@ -25,43 +37,77 @@ import torch.nn.functional as F
 
 GRID = 7
 IMAGE = 28
+REDUCTIONS = ("mean", "sum")
 
 
 @dataclass
 class SpatialRGMConfig:
-    """The config's model, loss and gumbel blocks merged (no defaults: config.yaml has them)."""
+    """The config's ``model`` block (no defaults: config.yaml has them)."""
 
     codes: int  # categories per z1 cell
     classes: int  # z2 concepts
-    channels1: int
-    channels2: int
-    enc2_hidden: int
-    dec2_hidden: int
-    dec1_channels: int
-    recon_weight: float
-    class_weight: float
-    kl_weight: float
-    tau_start: float  # Gumbel temperature, annealed geometrically to tau_end
-    tau_end: float
-    straight_through: bool  # hard one-hot forward, soft gradient, while training
+    channels1: int  # encoder's first convolution; the decoder's last hidden layer mirrors it
+    channels2: int  # encoder's second convolution; the decoder's 1x1 input layer mirrors it
+    hidden: int  # width of the MLPs z1 -> z2 (enc2) and z2 -> prior over z1 (dec2)
 
     def __post_init__(self) -> None:
-        for name in ("codes", "classes", "channels1", "channels2", "enc2_hidden", "dec2_hidden", "dec1_channels"):
+        for name in ("classes", "channels1", "channels2", "hidden"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.codes < 2:
             raise ValueError(f"codes must be >= 2 (a code must be changeable), got {self.codes}")
-        if self.tau_start <= 0 or self.tau_end <= 0:
-            raise ValueError("Gumbel temperatures must be positive")
-        for name in ("recon_weight", "class_weight", "kl_weight"):
+
+
+@dataclass
+class SpatialLossConfig:
+    """A recipe's ``loss`` block: the weights of the terms, how they are reduced, the warm-up.
+
+    ``reduction="mean"``: pixel MSE averaged over pixels, KL(z1) averaged over cells (seed
+    001's notebook); ``"sum"``: both summed over an image, then averaged over the batch
+    (the origin repository's MNISTExperiment). KL(z2) is per image either way.
+    ``warmup_epochs`` k > 0 scales the reconstruction and KL terms by min(1, epoch / k)
+    with epoch counted from 0, so the first epoch trains the classifier alone.
+    """
+
+    recon_weight: float
+    class_weight: float
+    kl_weight: float
+    kl_z2_weight: float
+    reduction: str
+    warmup_epochs: int
+
+    def __post_init__(self) -> None:
+        for name in ("recon_weight", "class_weight", "kl_weight", "kl_z2_weight"):
             if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0")
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.reduction not in REDUCTIONS:
+            raise ValueError(f"reduction must be one of {REDUCTIONS}, got {self.reduction!r}")
+        if self.warmup_epochs < 0:
+            raise ValueError(f"warmup_epochs must be >= 0, got {self.warmup_epochs}")
+
+    def vae_weight(self, epoch: int) -> float:
+        """Weight of the reconstruction and KL terms in epoch ``epoch`` (counted from 0)."""
+        return 1.0 if self.warmup_epochs == 0 else min(1.0, epoch / self.warmup_epochs)
 
 
-def tau_at(config: SpatialRGMConfig, progress: float) -> float:
-    """Gumbel temperature after ``progress`` in [0, 1] of training (geometric schedule)."""
-    progress = min(max(progress, 0.0), 1.0)
-    return float(config.tau_start * (config.tau_end / config.tau_start) ** progress)
+@dataclass
+class GumbelConfig:
+    """A recipe's ``gumbel`` block: the relaxation temperature, stepped once per epoch
+    linearly from ``tau_start`` (epoch 0) towards ``tau_end`` (reached after the last epoch),
+    as the origin repository does with 1.0 -> 0.5; equal values keep it constant."""
+
+    tau_start: float
+    tau_end: float
+
+    def __post_init__(self) -> None:
+        if self.tau_start <= 0 or self.tau_end <= 0:
+            raise ValueError(f"Gumbel temperatures must be positive, got {self.tau_start}, {self.tau_end}")
+
+    def tau(self, epoch: int, epochs: int) -> float:
+        """Temperature during epoch ``epoch`` (from 0) of ``epochs``."""
+        if epochs < 1 or not 0 <= epoch < epochs:
+            raise ValueError(f"epoch {epoch} outside a run of {epochs} epochs")
+        return float(self.tau_start + (self.tau_end - self.tau_start) * epoch / epochs)
 
 
 class SpatialRGM(nn.Module):
@@ -76,16 +122,17 @@ class SpatialRGM(nn.Module):
         )
         self.z1_proj = nn.Conv2d(c.channels2, c.codes, 1)
         self.enc2 = nn.Sequential(
-            nn.Flatten(), nn.Linear(c.codes * GRID * GRID, c.enc2_hidden), nn.ReLU(),
-            nn.Linear(c.enc2_hidden, c.classes),
+            nn.Flatten(), nn.Linear(c.codes * GRID * GRID, c.hidden), nn.ReLU(),
+            nn.Linear(c.hidden, c.classes),
         )
         self.dec2 = nn.Sequential(
-            nn.Linear(c.classes, c.dec2_hidden), nn.ReLU(),
-            nn.Linear(c.dec2_hidden, c.codes * GRID * GRID),
+            nn.Linear(c.classes, c.hidden), nn.ReLU(),
+            nn.Linear(c.hidden, c.codes * GRID * GRID),
         )
         self.dec1 = nn.Sequential(
-            nn.ConvTranspose2d(c.codes, c.dec1_channels, 4, 2, 1), nn.ReLU(),
-            nn.ConvTranspose2d(c.dec1_channels, 1, 4, 2, 1), nn.Sigmoid(),
+            nn.ConvTranspose2d(c.codes, c.channels2, 1), nn.ReLU(),
+            nn.ConvTranspose2d(c.channels2, c.channels1, 4, 2, 1), nn.ReLU(),
+            nn.ConvTranspose2d(c.channels1, 1, 4, 2, 1), nn.Sigmoid(),
         )
 
     # --- the pieces, each usable on its own by the experiments -------------------------
@@ -102,21 +149,16 @@ class SpatialRGM(nn.Module):
         return self.dec1(z1)
 
     def classify(self, z1: torch.Tensor) -> torch.Tensor:
-        """z2 logits from z1 codes."""
-        return self.enc2(z1)
+        """z2 logits from z1 codes (flattened, so any memory layout works)."""
+        return self.enc2(z1.contiguous())
 
-    def sample_z1(self, logits: torch.Tensor, tau: float, hard: bool) -> torch.Tensor:
-        """Gumbel-softmax over the code axis (dim 1): soft relaxed sample or straight-through one-hot."""
-        return F.gumbel_softmax(logits, tau=tau, hard=hard, dim=1)
-
-    def forward(self, x: torch.Tensor, tau: float = 1.0, hard: bool | None = None) -> dict[str, torch.Tensor]:
-        """Training pass with a Gumbel sample of z1 (soft unless ``straight_through`` or ``hard``)."""
+    def forward(self, x: torch.Tensor, tau: float) -> dict[str, torch.Tensor]:
+        """Training pass: relaxed Gumbel-softmax samples of z1 (over the code axis) and of z2."""
         logits = self.z1_logits(x)
-        z1 = self.sample_z1(logits, tau, self.config.straight_through if hard is None else hard)
+        z1 = F.gumbel_softmax(logits, tau=tau, hard=False, dim=1)
         z2_logits = self.classify(z1)
-        # The prior is conditioned on the soft concept so the KL term also shapes enc2.
-        prior = self.z1_prior_logits(F.softmax(z2_logits, dim=1))
-        return {"z1_logits": logits, "z1": z1, "z2_logits": z2_logits, "prior_logits": prior,
+        z2 = F.gumbel_softmax(z2_logits, tau=tau, hard=False, dim=1)
+        return {"z1_logits": logits, "z1": z1, "z2_logits": z2_logits, "prior_logits": self.z1_prior_logits(z2),
                 "recon": self.decode(z1)}
 
     @torch.no_grad()
@@ -124,7 +166,7 @@ class SpatialRGM(nn.Module):
         """Evaluation pass: z1 = argmax code per cell (one-hot), z2 and the reconstruction from it."""
         logits = self.z1_logits(x)
         codes = logits.argmax(dim=1)
-        z1 = one_hot_codes(codes, self.config.codes)
+        z1 = one_hot_codes(codes, self.config.codes).to(logits.device)
         return {"codes": codes, "z1": z1, "z2_logits": self.classify(z1), "recon": self.decode(z1)}
 
 
@@ -134,20 +176,32 @@ def one_hot_codes(codes: torch.Tensor, num_codes: int) -> torch.Tensor:
 
 
 def categorical_kl(q_logits: torch.Tensor, p_logits: torch.Tensor) -> torch.Tensor:
-    """Mean over batch and cells of KL(q || p) between categoricals on dim 1 (nats)."""
+    """KL(q || p) in nats between categoricals on dim 1, per position: shape without dim 1.
+
+    Computed from log-softmax. (Seed 001's notebook adds 1e-8 to both probabilities
+    before the log; that differs only where p(z1|z2) < 1e-8, where it caps the penalty.)
+    """
     log_q = F.log_softmax(q_logits, dim=1)
     log_p = F.log_softmax(p_logits, dim=1)
-    return (log_q.exp() * (log_q - log_p)).sum(dim=1).mean()
+    return (log_q.exp() * (log_q - log_p)).sum(dim=1)
 
 
-def loss_terms(model: SpatialRGM, x: torch.Tensor, y: torch.Tensor, tau: float) -> dict[str, torch.Tensor]:
+def loss_terms(model: SpatialRGM, x: torch.Tensor, y: torch.Tensor, tau: float, loss: SpatialLossConfig,
+               vae_weight: float = 1.0) -> dict[str, torch.Tensor]:
+    """The training loss of one batch and its terms (each reduced as ``loss.reduction`` says)."""
     out = model(x, tau=tau)
-    c = model.config
-    recon = F.mse_loss(out["recon"], x)
+    per_image = loss.reduction == "sum"
+    n = x.shape[0]
+    squared = (out["recon"] - x) ** 2
+    kl_cells = categorical_kl(out["z1_logits"], out["prior_logits"])  # (N, 7, 7)
+    recon = squared.sum() / n if per_image else squared.mean()
+    kl = kl_cells.sum() / n if per_image else kl_cells.mean()
+    log_q2 = F.log_softmax(out["z2_logits"], dim=1)
+    kl_z2 = (log_q2.exp() * (log_q2 + math.log(model.config.classes))).sum(dim=1).mean()
     cls = F.cross_entropy(out["z2_logits"], y)
-    kl = categorical_kl(out["z1_logits"], out["prior_logits"])
-    total = c.recon_weight * recon + c.class_weight * cls + c.kl_weight * kl
-    return {"loss": total, "recon": recon, "class": cls, "kl": kl}
+    total = (vae_weight * (loss.recon_weight * recon + loss.kl_weight * kl + loss.kl_z2_weight * kl_z2)
+             + loss.class_weight * cls)
+    return {"loss": total, "recon": recon, "class": cls, "kl": kl, "kl_z2": kl_z2}
 
 
 def parameter_count(model: nn.Module) -> int:

@@ -91,10 +91,11 @@ def draw_mixing(arrays: Sequence[Mapping[str, np.ndarray]], run_ids: Sequence[st
 
 def draw_bpd(table: pd.DataFrame, arrays: Sequence[Mapping[str, np.ndarray]], run_ids: Sequence[str],
              path: str | os.PathLike) -> None:
-    """Test BPD per run (bars) and the per-epoch validation BPD curves."""
+    """Test BPD per run (bars, with the standard error over test images) and the per-epoch
+    validation BPD curves."""
     fig, axes = new_figure(ncols=2, nrows=1)
     labels = [f"{d}\n{p}" for d, p in zip(table["dataset"], table["prior"])]
-    axes[0, 0].bar(range(len(table)), table["test_bpd"])
+    axes[0, 0].bar(range(len(table)), table["test_bpd"], yerr=table.get("test_bpd_se"), capsize=3)
     for i, value in enumerate(table["test_bpd"]):
         axes[0, 0].text(i, value, f"{value:.3f}", ha="center", va="bottom", fontsize=8)
     axes[0, 0].set_xticks(range(len(table)), labels, fontsize=8)

@@ -8,6 +8,8 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+import pandas as pd
+
 from rgbench.io import load_npz
 from rgbench.models.rgm import accuracy_by_elbo_quantile
 from rgbench.plotting.style import image_grid, new_figure, save, use_dpi
@@ -21,7 +23,7 @@ def show_grid(ax, images: np.ndarray, ncols: int, title: str | None = None) -> N
     if title:
         ax.set_title(title)
 
-FIGURES = ("reconstructions", "generated", "accuracy_elbo", "accepted")
+FIGURES = ("reconstructions", "generated", "accuracy_elbo", "diagnostics", "ablation")
 
 
 def reconstructions(samples_npz: str, output: str | os.PathLike) -> None:
@@ -71,21 +73,59 @@ def accuracy_elbo(score_files: Sequence[str], output: str | os.PathLike, n_bins:
     save(fig, output)
 
 
-def accepted(stream_npz: str, output: str | os.PathLike, window: int = 500) -> None:
-    """Cumulative and moving-window fraction of stream images taken in by active learning."""
+def diagnostics(stream_npz: str, output: str | os.PathLike, window: int = 500) -> None:
+    """The paper's diagnostics over the stream: the weight each level took in (the class
+    tensor's > 0.5 counts as accepted), the mutual information per structure level, and
+    the class level's MI against its bound ln(classes)."""
     a = load_npz(stream_npz)
-    taken = a["accepted"].astype(np.float64)
-    n = np.arange(1, len(taken) + 1)
-    window = max(1, min(window, len(taken)))
-    moving = np.convolve(taken, np.ones(window) / window, mode="valid")
-    fig, axes = new_figure(1, 1, width=5.0, height=3.2)
+    weights = a["mean_weight"]
+    n = np.arange(1, len(weights) + 1)
+    window = max(1, min(window, len(weights)))
+    fig, axes = new_figure(3, 1, width=4.2, height=3.4)
     ax = axes[0, 0]
-    ax.plot(n, np.cumsum(taken) / n, label="cumulative")
-    ax.plot(np.arange(window, len(taken) + 1), moving, label=f"last {window} images")
+    accepted = (a["class_weight"] > 0.5).astype(np.float64)
+    ax.plot(n, np.cumsum(accepted) / n, color="k", label="accepted (class weight > 0.5), cumulative")
+    for level in range(weights.shape[1]):
+        name = "class" if level == weights.shape[1] - 1 else f"level {level + 1}"
+        moving = np.convolve(weights[:, level], np.ones(window) / window, mode="valid")
+        ax.plot(np.arange(window, len(weights) + 1), moving, label=f"mean weight, {name}", lw=1)
     ax.set_xlabel("images streamed")
-    ax.set_ylabel("fraction accepted")
+    ax.set_ylabel(f"share / weight (last {window})")
     ax.set_ylim(0, 1.02)
-    ax.legend()
+    ax.legend(fontsize=6)
+    x = a["mi_index"] + 1
+    ax = axes[0, 1]
+    for level in range(a["mi"].shape[1] - 1):
+        ax.plot(x, a["mi"][:, level], label=f"level {level + 1}")
+    ax.set_yscale("log")
+    ax.set_xlabel("images streamed")
+    ax.set_ylabel("mutual information (nats, sum over tensors)")
+    ax.legend(fontsize=7)
+    ax = axes[0, 2]
+    ax.plot(x, a["mi"][:, -1], label="class level")
+    bound = float(np.log(int(a["n_classes"])))
+    ax.axhline(bound, color="r", ls="--", label=f"ln {int(a['n_classes'])} = {bound:.3f}")
+    ax.set_xlabel("images streamed")
+    ax.set_ylabel("mutual information (nats)")
+    ax.legend(fontsize=7)
+    save(fig, output)
+
+
+def ablation(table_csv: str, output: str | os.PathLike) -> None:
+    """Validation accuracy and confident-half accuracy per ablation variant, +- 1 SE."""
+    t = pd.read_csv(table_csv)
+    y = np.arange(len(t))
+    fig, axes = new_figure(1, 1, width=6.5, height=0.32 * len(t) + 1.2)
+    ax = axes[0, 0]
+    ax.errorbar(t["val_accuracy"], y, xerr=t["val_accuracy_se"], fmt="o", label="accuracy")
+    ax.plot(t["confident_half_accuracy"], y, "s", mfc="none", label="confident half")
+    full = t.set_index("variant").loc["full"]
+    ax.axvline(full["val_accuracy"], color="C0", lw=0.8, ls=":")
+    ax.set_yticks(y)
+    ax.set_yticklabels(t["variant"], fontsize=7)
+    ax.invert_yaxis()
+    ax.set_xlabel(f"validation accuracy ({int(full['n_val'])} images, stream of {int(full['n_train'])})")
+    ax.legend(fontsize=7)
     save(fig, output)
 
 
@@ -99,7 +139,9 @@ def figure_job(config: Mapping[str, Any], inputs: Sequence[str], output: str | o
         generated(inputs[0], output)
     elif figure == "accuracy_elbo":
         accuracy_elbo(inputs, output, n_bins=config["elbo_bins"])
-    elif figure == "accepted":
-        accepted(inputs[0], output)
+    elif figure == "diagnostics":
+        diagnostics(inputs[0], output)
+    elif figure == "ablation":
+        ablation(inputs[0], output)
     else:
         raise ValueError(f"unknown rgm figure {figure!r}; expected one of {FIGURES}")
