@@ -1,4 +1,4 @@
-"""Judge one Potts model's samples with the reference classifier; write its metrics.json."""
+"""Likelihoods, samples from noise and reference-classifier scores of one model; its metrics.json."""
 import sys
 from pathlib import Path
 
@@ -7,6 +7,6 @@ from rgbench.experiments.potts_ebm import evaluate_job  # noqa: E402
 from rgbench.job import snakemake_job  # noqa: E402
 
 with snakemake_job(snakemake) as job:  # noqa: F821
-    evaluate_job(job.config, job.input.mnist, job.input.model, job.input.analysis, job.input.samples,
-                 job.input.reference_model, job.input.reference_stats, job.output.metrics,
+    evaluate_job(job.config["run"], job.config["analysis"], job.input.mnist, job.input.model[0] if job.input.model else None,
+                 job.input.reference_model, job.input.reference_stats, job.output.metrics, job.output.samples,
                  run_id=job.wildcards.run_id, device=job.device)

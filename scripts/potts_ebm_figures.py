@@ -1,4 +1,4 @@
-"""Sample grids, training curves and the NLL comparison of the potts_ebm experiment."""
+"""Sample grids, digits against sweeps, training curves and the NLL comparison of potts_ebm."""
 import sys
 from pathlib import Path
 
@@ -7,4 +7,5 @@ from rgbench.job import snakemake_job  # noqa: E402
 from rgbench.plotting.potts_ebm import figures_job  # noqa: E402
 
 with snakemake_job(snakemake, torch_threads=False) as job:  # noqa: F821
-    figures_job(job.config, job.input.table, list(job.input.samples), list(job.input.epochs), dict(job.output.items()))
+    figures_job(job.config, job.input.table, list(job.input.samples), list(job.input.thrml), list(job.input.epochs),
+                dict(job.output.items()))

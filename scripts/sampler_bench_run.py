@@ -1,4 +1,4 @@
-"""Time one Gibbs sampler implementation at one chain count (flips per ns)."""
+"""Time every Gibbs sampler row (flips per ns) and run THRML's energy check."""
 import sys
 from pathlib import Path
 
@@ -7,4 +7,5 @@ from rgbench.experiments.sampler_bench import run_job  # noqa: E402
 from rgbench.job import snakemake_job  # noqa: E402
 
 with snakemake_job(snakemake) as job:  # noqa: F821
-    run_job(job.config, job.output[0], run_id=job.wildcards.run_id, device=job.device)
+    outputs = {Path(path).parent.name: path for path in job.output}
+    run_job(job.config, outputs, device=job.device)

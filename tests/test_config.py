@@ -143,9 +143,9 @@ def test_only_gpu_capable_families_may_ask_for_a_gpu() -> None:
 def _config_dataclasses():
     from rgbench.evaluation.reference import ReferenceConfig
     from rgbench.experiments.glonet import GloNetRunConfig
-    from rgbench.experiments.potts_ebm import AnalysisConfig, PottsRunConfig
+    from rgbench.experiments.potts_ebm import AnalysisConfig, GridTrainConfig, PottsRunConfig, RBMTrainConfig
     from rgbench.experiments.reference_classifier import ReferenceTrainConfig
-    from rgbench.experiments.sampler_bench import SamplerRunConfig
+    from rgbench.experiments.sampler_bench import SamplerBenchConfig
     from rgbench.experiments.spatial_rgm import SpatialEvalConfig, SpatialRunConfig
     from rgbench.models.spatial_rgm import GumbelConfig, SpatialLossConfig, SpatialRGMConfig
 
@@ -157,7 +157,9 @@ def _config_dataclasses():
         (ReferenceConfig, config["reference_classifier"]),
         (PottsRunConfig, config["potts_ebm"]),
         (AnalysisConfig, config["potts_ebm"]["analysis"]),
-        (SamplerRunConfig, config["sampler_bench"]),
+        (GridTrainConfig, config["potts_ebm"]["pcd"]),
+        (RBMTrainConfig, config["potts_ebm"]["rbm"]),
+        (SamplerBenchConfig, config["sampler_bench"]),
         (SpatialRGMConfig, spatial["model"]),
         (SpatialEvalConfig, spatial["evaluation"]),
         *[item for grid in spatial["grids"].values() for item in (

@@ -69,9 +69,8 @@ def test_a_figure_only_key_reruns_figures_and_nothing_upstream(smoke_workdir: Pa
 @pytest.mark.parametrize("overlay, expected", [
     ({"rgm": {"figures": {"elbo_bins": 4}}}, {"rgm_figure_accuracy_elbo"}),
     ({"rgm": {"samples": {"n_generate": 3}}}, {"rgm_samples", "rgm_figure_generated", "rgm_figure_reconstructions"}),
-    ({"potts_ebm": {"analysis": {"samples": 50}}}, {"potts_ebm_analyse", "potts_ebm_evaluate", "potts_ebm_figures",
-                                                    "experiment_table", "claims", "report_experiment_table",
-                                                    "report_claims_table"}),
+    ({"potts_ebm": {"analysis": {"samples": 50}}}, {"potts_ebm_evaluate", "potts_ebm_figures", "experiment_table",
+                                                    "claims", "report_experiment_table", "report_claims_table"}),
     ({"rgflow": {"eval": {"samples": 4}}}, {"rgflow_evaluate", "rgflow_figures", "experiment_table", "claims",
                                             "report_experiment_table", "report_claims_table"}),
 ])

@@ -1,6 +1,7 @@
-# Experiment potts_ebm (seed 003): Potts energy-based models of 4-level MNIST.
-# Per (model, seed): train (PCD) -> analyse (AIS NLL, PLL, samples, mixing) -> evaluate
-# (reference classifier). Training and analysis never wait for the classifier.
+# Experiment potts_ebm (seed 003): energy-based models of 4-level MNIST sampled by block
+# Gibbs. Per (model, seed): train (PCD) -> evaluate (likelihoods, our sampler's samples,
+# reference-classifier scores, metrics.json). Per THRML run: the same samples and scores
+# from THRML.
 
 
 include: "potts_ebm_functions.smk"
@@ -8,9 +9,9 @@ include: "potts_ebm_functions.smk"
 
 register_experiment(
     "potts_ebm",
-    runs=lambda: potts_files("metrics.json"),
+    runs=potts_metrics,
     required_columns=["model", "seed", "test_nll_nats", "independent_nll_nats", "fid", "recognisable_fraction"],
-    figures=lambda: [R(f"figures/potts_ebm/{name}.png") for name in ("samples", "training", "nll")],
+    figures=lambda: [R(f"figures/potts_ebm/{name}.png") for name in POTTS_FIGURES],
 )
 
 
@@ -30,54 +31,27 @@ rule potts_ebm_train:
     benchmark:
         BENCH("potts_ebm_train", "{run_id}")
     wildcard_constraints:
-        run_id=one_of(POTTS_RUNS),
+        run_id=one_of(POTTS_TRAINED),
     conda:
         "../../envs/torch.yaml"
     threads: family_threads("train")
     resources:
         **family_resources("train"),
     params:
-        config=lambda wildcards: POTTS_RUNS[wildcards.run_id],
+        config=lambda wildcards: POTTS_TRAINED[wildcards.run_id],
     script:
         "../../scripts/potts_ebm_train.py"
-
-
-rule potts_ebm_analyse:
-    input:
-        mnist=MNIST4,
-        model=f"{POTTS_RUN}/model.pt",
-    output:
-        analysis=f"{POTTS_RUN}/analysis.json",
-        samples=f"{POTTS_RUN}/samples.npz",
-    log:
-        LOG("potts_ebm_analyse", "{run_id}"),
-    benchmark:
-        BENCH("potts_ebm_analyse", "{run_id}")
-    wildcard_constraints:
-        run_id=one_of(POTTS_RUNS),
-    conda:
-        "../../envs/torch.yaml"
-    threads: family_threads("evaluate")
-    resources:
-        **family_resources("evaluate"),
-    params:
-        config=lambda wildcards: settings(
-            POTTS["analysis"], *POTTS["analysis"], seed=POTTS_RUNS[wildcards.run_id]["seed"]
-        ),
-    script:
-        "../../scripts/potts_ebm_analyse.py"
 
 
 rule potts_ebm_evaluate:
     input:
         mnist=MNIST4,
-        model=f"{POTTS_RUN}/model.pt",
-        analysis=f"{POTTS_RUN}/analysis.json",
-        samples=f"{POTTS_RUN}/samples.npz",
+        model=potts_model_input,
         reference_model=REFERENCE_MODEL,
         reference_stats=REFERENCE_STATS,
     output:
         metrics=f"{POTTS_RUN}/metrics.json",
+        samples=f"{POTTS_RUN}/samples.npz",
     log:
         LOG("potts_ebm_evaluate", "{run_id}"),
     benchmark:
@@ -90,20 +64,54 @@ rule potts_ebm_evaluate:
     resources:
         **family_resources("evaluate"),
     params:
-        config=lambda wildcards: POTTS_RUNS[wildcards.run_id],
+        config=lambda wildcards: canonical(
+            {"run": POTTS_RUNS[wildcards.run_id], "analysis": potts_analysis(POTTS_RUNS[wildcards.run_id]["seed"])}
+        ),
     script:
         "../../scripts/potts_ebm_evaluate.py"
+
+
+rule potts_ebm_thrml:
+    input:
+        mnist=MNIST4,
+        model=f"{POTTS_RUN}/model.pt",
+        reference_model=REFERENCE_MODEL,
+        reference_stats=REFERENCE_STATS,
+    output:
+        metrics=f"{POTTS_RUN}/thrml/metrics.json",
+        samples=f"{POTTS_RUN}/thrml/samples.npz",
+    log:
+        LOG("potts_ebm_thrml", "{run_id}"),
+    benchmark:
+        BENCH("potts_ebm_thrml", "{run_id}")
+    wildcard_constraints:
+        run_id=one_of(POTTS_THRML),
+    conda:
+        "../../envs/torch.yaml"
+    threads: family_threads("cpu")
+    resources:
+        **family_resources("cpu"),
+    params:
+        config=lambda wildcards: canonical({"run": POTTS_THRML[wildcards.run_id], "thrml": potts_thrml_settings()}),
+    script:
+        "../../scripts/potts_ebm_thrml.py"
 
 
 rule potts_ebm_figures:
     input:
         table=R("tables/potts_ebm.csv"),
-        samples=lambda wildcards: potts_files("samples.npz", first_seed_only=True),
-        epochs=lambda wildcards: potts_files("epochs.npz", first_seed_only=True, trained_only=True),
+        samples=lambda wildcards: potts_first_seed("samples.npz", POTTS_RUNS),
+        thrml=lambda wildcards: potts_first_seed("samples.npz", POTTS_THRML, "thrml/"),
+        epochs=lambda wildcards: potts_first_seed("epochs.npz", POTTS_TRAINED),
     output:
         samples=report(
             R("figures/potts_ebm/samples.png"),
             caption="../../report/potts_ebm/samples.rst",
+            category="potts_ebm",
+        ),
+        digits=report(
+            R("figures/potts_ebm/digits.png"),
+            caption="../../report/potts_ebm/digits.rst",
             category="potts_ebm",
         ),
         training=report(
@@ -124,6 +132,10 @@ rule potts_ebm_figures:
     resources:
         **family_resources("report"),
     params:
-        config=figure_settings(models=POTTS["models"]),
+        config=figure_settings(
+            models=[m for m in POTTS["models"]],
+            thrml_models=[POTTS_THRML[k]["model"] for k in POTTS_THRML if POTTS_THRML[k]["seed"] == POTTS["seeds"][0]],
+            trained_models=[m for m in POTTS["models"] if m != "independent"],
+        ),
     script:
         "../../scripts/potts_ebm_figures.py"

@@ -3,32 +3,64 @@
 
 POTTS = config["potts_ebm"]
 POTTS_RUN = R("runs/potts_ebm/{run_id}")
+# the config block that trains each model (the independent model is fitted by counting)
+POTTS_TRAINING = {"potts": "pcd", "potts_cond": "pcd", "rbm": "rbm", "rbm_cond": "rbm"}
+POTTS_FIGURES = ["samples", "digits", "training", "nll"]
 
 
 def potts_runs():
     """run_id -> the run's training hand-off: model, seed, data limits and the training
-    block it uses (`rbm` for potts_rbm, `pcd` for the grid models). Analysis settings are
-    handed to the analysis rule alone, so editing them never retrains."""
+    block it uses. The independent model is deterministic: its first seed only. Analysis
+    and THRML settings go to their own rules, so editing them never retrains."""
+    if not enabled("potts_ebm"):
+        return {}
     runs = {}
     for model in POTTS["models"]:
-        for seed in POTTS["seeds"]:
-            block = POTTS["rbm"] if model == "potts_rbm" else POTTS["pcd"]
+        seeds = POTTS["seeds"][:1] if model == "independent" else POTTS["seeds"]
+        for seed in seeds:
+            block = POTTS[POTTS_TRAINING[model]] if model in POTTS_TRAINING else {}
             runs[run_id(model=model, seed=seed)] = settings(
-                POTTS, "train_limit", "test_limit", "smoothing", model=model, seed=int(seed), pcd=block
+                POTTS, "train_limit", "test_limit", "smoothing", model=model, seed=int(seed), training=block
             )
     return runs
 
 
-POTTS_RUNS = potts_runs() if enabled("potts_ebm") else {}
+POTTS_RUNS = potts_runs()
+POTTS_TRAINED = {key: spec for key, spec in POTTS_RUNS.items() if spec["model"] != "independent"}
+# runs that THRML samples too: the configured models and seeds
+POTTS_THRML = {
+    key: spec
+    for key, spec in POTTS_TRAINED.items()
+    if spec["model"] in POTTS["thrml"]["models"] and spec["seed"] in POTTS["thrml"]["seeds"]
+}
 
 
-def potts_files(name, first_seed_only=False, trained_only=False):
-    """A file of every run (or of each model's first-seed run, or of the trained models')."""
-    files = []
-    for key, spec in POTTS_RUNS.items():
-        if first_seed_only and spec["seed"] != POTTS["seeds"][0]:
-            continue
-        if trained_only and spec["model"] == "independent":
-            continue
-        files.append(f"{POTTS_RUN}/{name}".format(run_id=key))
-    return files
+def potts_analysis(seed):
+    return settings(POTTS["analysis"], *POTTS["analysis"], seed=int(seed))
+
+
+def potts_thrml_settings():
+    return settings(
+        POTTS["thrml"],
+        "seeds",
+        "models",
+        "samples",
+        **{k: POTTS["analysis"][k] for k in ("sample_sweeps", "grid_sample_sweeps", "checkpoints", "ceiling_images")},
+    )
+
+
+def potts_model_input(wildcards):
+    """The trained model of a run (nothing for the independent model)."""
+    return [f"{POTTS_RUN}/model.pt".format(run_id=wildcards.run_id)] if wildcards.run_id in POTTS_TRAINED else []
+
+
+def potts_metrics():
+    return [f"{POTTS_RUN}/metrics.json".format(run_id=key) for key in POTTS_RUNS] + [
+        f"{POTTS_RUN}/thrml/metrics.json".format(run_id=key) for key in POTTS_THRML
+    ]
+
+
+def potts_first_seed(name, runs, subdir=""):
+    """A file of each model's first-seed run among ``runs``."""
+    first = POTTS["seeds"][0]
+    return [f"{POTTS_RUN}/{subdir}{name}".format(run_id=key) for key, spec in runs.items() if spec["seed"] == first]

@@ -1,6 +1,7 @@
 # Experiment sampler_bench (seed 003): flips per ns of Gibbs samplers on the 28x28 4-level
-# Potts grid. One cheap job per (implementation, chains); THRML rows exist only where the
-# thrml package is importable. The thorough run is benchmarks/potts_sampler_speed.py.
+# Potts grid (our numba block sampler, the sequential reference, THRML), and the seed's
+# THRML-vs-PyTorch energy check. One job times every row, one after the other, so no row
+# times another's work. The thorough run is benchmarks/potts_sampler_speed.py.
 
 
 include: "sampler_bench_functions.smk"
@@ -22,20 +23,18 @@ rule sampler_bench:
 # A CPU benchmark: family `cpu`, never a GPU allocation.
 rule sampler_bench_run:
     output:
-        f"{SAMPLER_RUN}/metrics.json",
+        [f"{SAMPLER_RUN}/metrics.json".format(run_id=key) for key in SAMPLER_RUNS],
     log:
-        LOG("sampler_bench_run", "{run_id}"),
+        LOG("sampler_bench_run"),
     benchmark:
-        BENCH("sampler_bench_run", "{run_id}")
-    wildcard_constraints:
-        run_id=one_of(SAMPLER_RUNS),
+        BENCH("sampler_bench_run", "all")
     conda:
         "../../envs/torch.yaml"
     threads: family_threads("cpu")
     resources:
         **family_resources("cpu"),
     params:
-        config=lambda wildcards: SAMPLER_RUNS[wildcards.run_id],
+        config=settings(SAMPLER, "seconds_per_run", "repeats", "seed", "energy_states", runs=SAMPLER_RUNS),
     script:
         "../../scripts/sampler_bench_run.py"
 

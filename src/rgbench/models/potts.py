@@ -1,18 +1,16 @@
-"""Potts energy-based models of 4-level MNIST (seed 003) and their likelihood tools.
+"""Grid Potts energy-based models of 4-level MNIST (seed 003) and their likelihood tools.
 
-Three models share one convention, p(x) = exp(-E(x)) / Z:
+Both models share one convention, p(x) = exp(-E(x)) / Z:
 
 - ``PottsModel`` (``potts``): E(x) = -sum_i b_i[x_i] - w_h #equal horizontal neighbours
-  - w_v #equal vertical neighbours; 28*28*4 + 2 = 3,138 parameters. With ``classes`` = 10
-  it is ``potts_cond``: one bias field per digit, shared couplings, E(x | y).
-- ``PottsRBM`` (``potts_rbm``): categorical visible units and H binary hidden units;
-  E(x) here is the free energy -sum_i b_i[x_i] - sum_j softplus(c_j + sum_i W_j,i[x_i]).
+  - w_v #equal vertical neighbours; 28*28*4 + 2 = 3,138 parameters (the seed's model).
+  With ``classes`` = 10 it is ``potts_cond``: one bias field per digit, shared
+  couplings, E(x | y).
 - ``IndependentModel``: the bias-only model fitted by counting; its NLL is exact and it
   is the base distribution of annealed importance sampling (AIS).
 
-Training is persistent contrastive divergence (PCD-k; CD-k as an option) in
-``rgbench.experiments.potts_ebm``; negatives come from the samplers in
-``rgbench.models.potts_samplers``, rebuilt from the current parameters at every step.
+The categorical RBMs live in ``rgbench.models.rbm``; training is in
+``rgbench.experiments.potts_ebm``; the samplers in ``rgbench.models.potts_samplers``.
 """
 
 from __future__ import annotations
@@ -63,10 +61,36 @@ class PottsModel(nn.Module):
     def energy(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         """E(x) (or E(x | y)) per image, (N,); x is (N, H, W) levels."""
         x = x.long()
-        field = torch.gather(self._bias_of(len(x), labels), -1, x.unsqueeze(-1)).squeeze(-1).sum((1, 2))
-        same_h = (x[:, :, 1:] == x[:, :, :-1]).sum((1, 2)).to(field.dtype)
-        same_v = (x[:, 1:, :] == x[:, :-1, :]).sum((1, 2)).to(field.dtype)
+        # flat sums: torch reduces a flattened axis several times faster than two axes of a bool
+        field = torch.gather(self._bias_of(len(x), labels), -1, x.unsqueeze(-1)).flatten(1).sum(1)
+        same_h = (x[:, :, 1:] == x[:, :, :-1]).flatten(1).sum(1).to(field.dtype)
+        same_v = (x[:, 1:, :] == x[:, :-1, :]).flatten(1).sum(1).to(field.dtype)
         return -(field + self.coupling[0] * same_h + self.coupling[1] * same_v)
+
+    @torch.no_grad()
+    def statistics(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Sufficient statistics summed over a batch: level counts per (class, site) as
+        (K, H, W, L), and the numbers of equal horizontal and vertical pairs (2,). -E is
+        linear in them, so sum_n E(x_n) = -(bias * counts).sum() - coupling . pairs."""
+        cfg = self.config
+        x = x.long()
+        n = len(x)
+        k = labels.long() if self.conditional else torch.zeros(n, dtype=torch.long, device=x.device)
+        sites = cfg.height * cfg.width
+        index = (k[:, None] * sites + torch.arange(sites, device=x.device)[None]) * cfg.levels + x.reshape(n, -1)
+        counts = torch.bincount(index.reshape(-1), minlength=cfg.classes * sites * cfg.levels)
+        pairs = torch.stack([(x[:, :, 1:] == x[:, :, :-1]).sum(), (x[:, 1:, :] == x[:, :-1, :]).sum()])
+        return counts.view(cfg.classes, cfg.height, cfg.width, cfg.levels).to(self.bias.dtype), pairs.to(self.bias.dtype)
+
+    def mean_energy_difference(self, x: torch.Tensor, x_labels: torch.Tensor | None, negatives: torch.Tensor,
+                               negative_labels: torch.Tensor | None) -> torch.Tensor:
+        """mean E(x) - mean E(negatives) from sufficient statistics: the PCD surrogate, whose
+        gradient (chain statistics minus data statistics) is cheap because it is linear."""
+        counts_x, pairs_x = self.statistics(x, x_labels)
+        counts_n, pairs_n = self.statistics(negatives, negative_labels)
+        counts = counts_x / len(x) - counts_n / len(negatives)
+        pairs = pairs_x / len(x) - pairs_n / len(negatives)
+        return -(self.bias * counts).sum() - (self.coupling * pairs).sum()
 
     def conditional_log_probs(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         """log p(x_i = l | x_-i) for every site, (N, H, W, L)."""
@@ -91,89 +115,6 @@ class PottsModel(nn.Module):
         """(bias (K, H, W, L), w_h, w_v) as the sampler needs them: detached, current values."""
         w_h, w_v = self.coupling.detach().tolist()
         return self.bias.detach(), w_h, w_v
-
-
-@dataclass
-class PottsRBMConfig:
-    height: int = 28
-    width: int = 28
-    levels: int = LEVELS
-    hidden: int = 256
-    init_std: float = 0.01
-
-
-class PottsRBM(nn.Module):
-    """Categorical-visible, binary-hidden RBM, sampled in visible / hidden blocks."""
-
-    def __init__(self, config: PottsRBMConfig) -> None:
-        super().__init__()
-        self.config = config
-        sites = config.height * config.width
-        self.bias = nn.Parameter(torch.zeros(sites, config.levels))
-        self.hidden_bias = nn.Parameter(torch.zeros(config.hidden))
-        # rows are (site, level) pairs: a visible configuration selects one row per site
-        self.weight = nn.Parameter(torch.randn(sites * config.levels, config.hidden) * config.init_std)
-        self.register_buffer("offsets", torch.arange(sites) * config.levels, persistent=False)
-
-    conditional = False
-
-    def _onehot(self, x: torch.Tensor) -> torch.Tensor:
-        return F.one_hot(x.long().reshape(len(x), -1), self.config.levels).to(self.weight.dtype)
-
-    def hidden_activation(self, x: torch.Tensor) -> torch.Tensor:
-        """c_j + sum_i W[(i, x_i), j]. Without gradients a gather-sum (embedding bag) is the
-        cheapest; with gradients a one-hot matmul, whose backward is one dense GEMM (the
-        embedding bag's scatter-add backward is slower on CPUs)."""
-        if torch.is_grad_enabled() and self.weight.requires_grad:
-            return self._onehot(x).flatten(1) @ self.weight + self.hidden_bias
-        rows = x.long().reshape(len(x), -1) + self.offsets
-        return F.embedding_bag(rows, self.weight, mode="sum") + self.hidden_bias
-
-    def visible_field(self, x: torch.Tensor) -> torch.Tensor:
-        """sum_i b_i[x_i], (N,)."""
-        return (self._onehot(x) * self.bias).sum((1, 2))
-
-    def energy(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-        """Free energy F(x) = -log sum_h exp(-E(x, h)), (N,)."""
-        return -(self.visible_field(x) + F.softplus(self.hidden_activation(x)).sum(1))
-
-    @torch.no_grad()
-    def gibbs(self, x: torch.Tensor, sweeps: int, generator: torch.Generator | None = None, beta: float = 1.0,
-              base_logp: torch.Tensor | None = None) -> torch.Tensor:
-        """Block Gibbs (all hidden, then all visible) on the beta-tempered joint
-        (1 - beta) log p0(x) + beta (-E(x, h)); beta = 1 is the model itself."""
-        shape = x.shape
-        n, sites, levels = len(x), self.config.height * self.config.width, self.config.levels
-        field = beta * self.bias
-        if base_logp is not None and beta < 1.0:
-            field = field + (1.0 - beta) * base_logp.reshape(sites, levels)
-        for _ in range(sweeps):
-            p_hidden = torch.sigmoid(beta * self.hidden_activation(x))
-            h = (torch.rand(p_hidden.shape, generator=generator, device=x.device) < p_hidden).to(self.weight.dtype)
-            logits = field + beta * (h @ self.weight.T).view(n, sites, levels)
-            x = sample_categorical(logits, generator).view(shape)
-        return x
-
-    @torch.no_grad()
-    def pseudo_log_likelihood(self, x: torch.Tensor, labels: torch.Tensor | None = None,
-                              site_chunk: int = 49) -> torch.Tensor:
-        """sum_i log p(x_i | x_-i) per image from free-energy differences, (N,)."""
-        n, sites, levels = len(x), self.config.height * self.config.width, self.config.levels
-        flat = x.long().reshape(n, -1)
-        act = self.hidden_activation(x)  # (N, Hd)
-        w = self.weight.view(sites, levels, -1)  # (S, L, Hd)
-        total = torch.zeros(n, dtype=self.weight.dtype, device=x.device)
-        for start in range(0, sites, site_chunk):
-            idx = torch.arange(start, min(start + site_chunk, sites), device=x.device)
-            current = flat[:, idx]  # (N, s)
-            w_sites = w[idx]  # (s, L, Hd)
-            w_current = w_sites[torch.arange(len(idx), device=x.device)[None, :], current]  # (N, s, Hd)
-            # activation with site i set to each level l: act - W[(i, x_i)] + W[(i, l)]
-            changed = act[:, None, None, :] - w_current[:, :, None, :] + w_sites[None]
-            neg_free = self.bias[idx][None] + F.softplus(changed).sum(-1)  # (N, s, L), up to a constant
-            logp = torch.log_softmax(neg_free, dim=-1)
-            total += torch.gather(logp, -1, current.unsqueeze(-1)).squeeze(-1).sum(1)
-        return total
 
 
 def sample_categorical(logits: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -257,96 +198,78 @@ class IndependentModel:
 
 @dataclass
 class AISResult:
-    log_z: float  # log of the mean importance weight (per class for a conditional model)
-    log_z_se: float  # delta-method standard error of log_z
+    log_z: float  # log Z0 + log of the mean importance weight
+    log_z_se: float  # delta-method standard error; meaningless when ess is small
     log_weights: np.ndarray
     ess: float  # effective sample size of the weights
 
 
-def _summarise(log_w: np.ndarray) -> AISResult:
+def summarise_log_weights(log_w: np.ndarray, log_z_base: float = 0.0) -> AISResult:
+    """log Z-hat = log Z0 + log mean w, with its delta-method error and the weights' ESS."""
     log_w = np.asarray(log_w, dtype=np.float64)
-    m = log_w.max()
-    w = np.exp(log_w - m)
-    log_z = float(m + np.log(w.mean()))
+    top = log_w.max()
+    w = np.exp(log_w - top)
+    log_z = float(log_z_base + top + np.log(w.mean()))
     # se(log mean w) ~ sd(w) / (mean(w) sqrt(n)) by the delta method
     se = float(w.std(ddof=1) / (w.mean() * math.sqrt(len(w)))) if len(w) > 1 else float("nan")
-    ess = float(w.sum() ** 2 / (w**2).sum())
-    return AISResult(log_z, se, log_w, ess)
+    return AISResult(log_z, se, log_w, float(w.sum() ** 2 / (w**2).sum()))
 
 
-def beta_schedule(steps: int) -> np.ndarray:
-    """Annealing temperatures 0 = b_0 < ... < b_steps = 1, denser near 0 where the
-    independent base and the target differ most per unit beta."""
-    if steps < 1:
-        raise ValueError("AIS needs at least one step")
-    t = np.linspace(0.0, 1.0, steps + 1)
-    return t**2 * 0.5 + t * 0.5
+class _GridPath:
+    """The annealing path from an independent model p0 to one class of a grid model:
+    f_beta(x) = log p0(x) + beta g(x) with g(x) = -E(x) - log p0(x), each step moved by a
+    checkerboard sweep of the Potts model with bias (1 - beta) log p0 + beta b and
+    couplings beta w (log Z0 = 0: p0 is normalised)."""
+
+    def __init__(self, model: PottsModel, base: IndependentModel, label: int | None,
+                 sampler: CheckerboardGibbs | None) -> None:
+        cfg = model.config
+        k = 0 if label is None else int(label)
+        self.base = np.asarray(base.log_probs[k if base.log_probs.shape[0] > 1 else 0], dtype=np.float64)
+        bias, self.w_h, self.w_v = model.sampler_parameters()
+        self.bias = bias[k].double().numpy()
+        self.delta = self.bias - self.base
+        self.sampler = sampler or CheckerboardGibbs(cfg.height, cfg.width)
+
+    def g(self, padded: torch.Tensor) -> np.ndarray:
+        return self.sampler.log_potential(padded, self.delta, self.w_h, self.w_v)
+
+    def move(self, padded: torch.Tensor, beta: float, generator: torch.Generator | None) -> None:
+        field = torch.from_numpy((1.0 - beta) * self.base + beta * self.bias)
+        self.sampler.set_parameters(field.unsqueeze(0), beta * self.w_h, beta * self.w_v)
+        self.sampler.sweep(padded, 1, generator)
 
 
 @torch.no_grad()
-def ais_potts(model: PottsModel, base: IndependentModel, chains: int, steps: int,
+def ais_potts(model: PottsModel, base: IndependentModel, chains: int, betas: np.ndarray,
               generator: torch.Generator | None = None, sampler: CheckerboardGibbs | None = None,
               label: int | None = None) -> AISResult:
-    """log Z of a Potts model (class ``label`` of a conditional one) by AIS from ``base``.
-
-    Intermediate targets f_b(x) = (1 - b) log p0(x) - b E(x); each is again a Potts
-    model (bias (1 - b) log p0 + b bias, couplings b w), moved by one block Gibbs sweep.
-    log Z0 = 0 because the base is normalised.
-    """
-    cfg = model.config
-    sampler = sampler or CheckerboardGibbs(cfg.height, cfg.width)
+    """log Z of a grid model (class ``label`` of a conditional one) by AIS from ``base``."""
+    path = _GridPath(model, base, label, sampler)
     k = 0 if label is None else int(label)
-    base_logp = torch.as_tensor(base.log_probs[k if base.log_probs.shape[0] > 1 else 0], dtype=torch.float32)
-    bias, w_h, w_v = model.sampler_parameters()
-    bias = bias[k]
-    labels = torch.full((chains,), k, dtype=torch.long) if model.conditional else None
-    x = base.sample(chains, generator, labels=None if base.log_probs.shape[0] == 1 else
-                    torch.full((chains,), k, dtype=torch.long))
-    padded = sampler.pad(x)
-    log_w = torch.zeros(chains, dtype=torch.float64)
-    betas = beta_schedule(steps)
-    flat_logp = base_logp.unsqueeze(0)
+    labels = torch.full((chains,), k, dtype=torch.long) if base.log_probs.shape[0] > 1 else None
+    padded = path.sampler.pad(base.sample(chains, generator, labels=labels))
+    log_w = np.zeros(chains)
     for previous, beta in zip(betas[:-1], betas[1:]):
-        x = sampler.unpad(padded)
-        log_p0 = _independent_log_prob(x, flat_logp)
-        log_w += (beta - previous) * (-model.energy(x, labels).double() - log_p0)
-        sampler.set_parameters(((1 - beta) * base_logp + beta * bias).unsqueeze(0), beta * w_h, beta * w_v)
-        sampler.sweep(padded, 1, generator)
-    return _summarise(log_w.numpy())
-
-
-def _independent_log_prob(x: torch.Tensor, log_probs: torch.Tensor) -> torch.Tensor:
-    """log p0(x) for (N, H, W) levels under (1, H, W, L) site log-probabilities."""
-    return torch.gather(log_probs.expand(len(x), -1, -1, -1), -1, x.long().unsqueeze(-1)).sum((1, 2, 3)).double()
+        log_w += (beta - previous) * path.g(padded)
+        path.move(padded, float(beta), generator)
+    return summarise_log_weights(log_w)
 
 
 @torch.no_grad()
-def ais_rbm(model: PottsRBM, base: IndependentModel, chains: int, steps: int,
-            generator: torch.Generator | None = None) -> AISResult:
-    """log Z of a Potts RBM by AIS from the independent model (Salakhutdinov & Murray).
-
-    f_b(x) = (1 - b) log p0(x) + b sum_i b_i[x_i] + sum_j softplus(b a_j(x)): the hidden
-    units summed out of the b-scaled joint. At b = 0 this is log p0(x) + H log 2.
-    """
-    cfg = model.config
-    base_logp = torch.as_tensor(base.log_probs[0], dtype=torch.float32).reshape(-1, cfg.levels)
-    x = base.sample(chains, generator)
-    log_w = torch.zeros(chains, dtype=torch.float64)
-    betas = beta_schedule(steps)
-
-    def f(x_: torch.Tensor, beta: float) -> torch.Tensor:
-        onehot = model._onehot(x_)
-        log_p0 = (onehot * base_logp).sum((1, 2))
-        field = (onehot * model.bias).sum((1, 2))
-        act = model.hidden_activation(x_)
-        return ((1 - beta) * log_p0 + beta * field + F.softplus(beta * act).sum(1)).double()
-
-    for previous, beta in zip(betas[:-1], betas[1:]):
-        log_w += f(x, beta) - f(x, previous)
-        x = model.gibbs(x, 1, generator, beta=float(beta), base_logp=base_logp)
-    result = _summarise(log_w.numpy())
-    result.log_z += cfg.hidden * math.log(2.0)  # log Z0 of the base joint
-    return result
+def raise_potts(model: PottsModel, base: IndependentModel, images: torch.Tensor, betas: np.ndarray,
+                generator: torch.Generator | None = None, sampler: CheckerboardGibbs | None = None,
+                label: int | None = None) -> np.ndarray:
+    """Reverse annealing (RAISE) from each image: a stochastic lower bound on log p(x)
+    (log p(x | label) for a conditional model), -E(x) - sum_k (beta_k - beta_{k-1}) g(x_{k-1})
+    with x_{k-1} drawn by the sweep at beta_k from x_k (checkerboard Gibbs is reversible)."""
+    path = _GridPath(model, base, label, sampler)
+    padded = path.sampler.pad(images.to(torch.uint8))
+    total = path.sampler.log_potential(padded, path.bias, path.w_h, path.w_v)
+    for k in range(len(betas) - 1, 0, -1):
+        path.move(padded, float(betas[k]), generator)
+        total -= (betas[k] - betas[k - 1]) * path.g(padded)
+    return total
 
 
 # ----------------------------------------------------------------------------- diagnostics
@@ -371,16 +294,3 @@ def integrated_autocorrelation_time(trace: np.ndarray, window_factor: float = 5.
         if m >= window_factor * tau[m]:
             return float(tau[m])
     return float(tau[-1])
-
-
-def steps_to_coherence(mean_energy: np.ndarray, tolerance: float = 0.01, tail_fraction: float = 0.5) -> int:
-    """First sweep after which the mean energy stays within ``tolerance`` (relative) of
-    its long-run mean (the mean over the last ``tail_fraction`` of the trace); -1 if never."""
-    trace = np.asarray(mean_energy, dtype=np.float64)
-    long_run = trace[int(len(trace) * (1 - tail_fraction)):].mean()
-    inside = np.abs(trace - long_run) <= tolerance * abs(long_run)
-    outside = np.flatnonzero(~inside)
-    if len(outside) == 0:
-        return 0
-    first = int(outside[-1]) + 1
-    return first if first < len(trace) else -1

@@ -1,38 +1,151 @@
 """Gibbs samplers for grid Potts models: a fast checkerboard block sampler and the
 plain sequential single-site reference.
 
-The block sampler exploits two facts. First, on a 4-neighbour grid the sites of one
-checkerboard colour are conditionally independent given the other colour, so a whole
-colour is updated at once. Second, a site's conditional distribution depends only on
-its own bias and on the levels of its (at most four) neighbours: with L = 4 levels the
-neighbourhood is one byte (left + 4 right + 16 up + 64 down), so the cumulative
-conditional probabilities of every (site, neighbourhood) pair fit in a table of
-sites x 256 x (L - 1) floats. A half-sweep is then a handful of tensor operations over
-all chains: build the byte from four strided views of the padded state, gather three
-thresholds, compare with one uniform per site. The table is rebuilt from the current
-parameters every time they change (cheap: sites x 256 x L), which is what makes the
-sampler exact for the parameters it is given.
+On a 4-neighbour grid the sites of one checkerboard colour are conditionally independent
+given the other colour, so a whole colour is updated at once. The conditional of a site
+with bias b and neighbours n_1..n_4 is
 
-Grids of odd height or width are extended to even size with phantom sites that the
-real sites never read (their table ignores missing neighbours), so the checkerboard
-views are always rectangular.
+    p(x_i = l | rest) ~ exp(b_il) * prod_{n horizontal} e^{w_h [n = l]} * prod_{n vertical} e^{w_v [n = l]},
+
+which needs no table: four compares and a few multiplications per level. Two backends:
+
+- ``numba`` (CPUs): one JIT-compiled loop nest (numba/LLVM, no system compiler). The
+  state is stored chains-innermost with a one-site border holding the sentinel level 4,
+  which equals no real level, so boundary sites need no special case and the innermost
+  loop over chains is branch-free float32 arithmetic that LLVM vectorises. Chains are
+  cut into blocks of at most 256 that run all their sweeps while their state stays in
+  cache (blocks are spread over threads). Uniforms come from a counter-based hash of
+  (call seed, sweep, site, chain), so a chain's draws do not depend on how chains are
+  blocked or on the thread count. Class-conditional models (one bias field per digit)
+  keep chains grouped by class so each block reads one bias row: a per-chain gather of
+  the bias would stop the vectorisation.
+- ``torch`` (GPUs, or where numba is missing): the conditionals of every (site,
+  neighbourhood byte) pair as a cumulative table, gathered for all chains of a colour in
+  a few tensor operations.
+
+Both are exact for the parameters they were last given (``set_parameters``).
 """
 
 from __future__ import annotations
 
-import ctypes
-import hashlib
 import os
-import subprocess
-import tempfile
 from dataclasses import dataclass
-from pathlib import Path
 
+import numpy as np
 import torch
 
-LEVELS = 4  # the neighbourhood byte encodes four neighbours of 2 bits each
+LEVELS = 4  # the torch path's neighbourhood byte encodes four neighbours of 2 bits each
 CONFIGS = LEVELS**4
+SENTINEL = 4  # border level of the numba state: equal to no real level
+BLOCK = 256  # chains per numba work item: 784 sites x 256 chains of uint8 stay in L2
 
+
+# ----------------------------------------------------------------------------- numba kernel
+
+try:  # numba is a regular dependency; without it the sampler falls back to the torch path
+    import numba as nb
+except ImportError:  # pragma: no cover - exercised only in an environment without numba
+    nb = None
+
+if nb is not None and "NUMBA_THREADING_LAYER" not in os.environ:
+    # numba's OpenMP pool keeps a worker spinning once set_num_threads has started it: a
+    # second core busy for nothing (and counted as the job's CPU time). Its own work queue
+    # sleeps between parallel regions.
+    nb.config.THREADING_LAYER = "workqueue"
+
+
+def numba_available() -> bool:
+    return nb is not None
+
+
+if nb is not None:
+    _u32 = np.uint32
+
+    # Numba does integer arithmetic in 64 bits: every step is cast back to uint32 so the
+    # hash wraps as intended (and LLVM keeps 32-bit vector lanes).
+    @nb.njit(inline="always", cache=True)
+    def _mix(h):
+        h = _u32(h ^ (h >> _u32(16)))
+        h = _u32(h * _u32(0x85EBCA6B))
+        h = _u32(h ^ (h >> _u32(13)))
+        h = _u32(h * _u32(0xC2B2AE35))
+        return _u32(h ^ (h >> _u32(16)))
+
+    @nb.njit(boundscheck=False, fastmath=True, cache=True)
+    def _update_run(x, left, right, up, down, key, first_chain, w0, w1, w2, w3, eh, ev):
+        # x and its neighbours are slices starting at index 0 and the loop runs from a
+        # literal 0: a possibly negative index would add wraparound selects and LLVM
+        # would then not vectorise the loop
+        scale = np.float32(1.0 / 16777216.0)
+        one = np.float32(1.0)
+        for c in range(x.shape[0]):
+            a, b, d, e = left[c], right[c], up[c], down[c]
+            p0 = w0 * (eh if a == 0 else one) * (eh if b == 0 else one) * (ev if d == 0 else one) * (ev if e == 0 else one)
+            p1 = w1 * (eh if a == 1 else one) * (eh if b == 1 else one) * (ev if d == 1 else one) * (ev if e == 1 else one)
+            p2 = w2 * (eh if a == 2 else one) * (eh if b == 2 else one) * (ev if d == 2 else one) * (ev if e == 2 else one)
+            p3 = w3 * (eh if a == 3 else one) * (eh if b == 3 else one) * (ev if d == 3 else one) * (ev if e == 3 else one)
+            c1 = p0 + p1
+            c2 = c1 + p2
+            # a 24-bit uniform (the resolution of a float32 uniform) times the total mass
+            t = np.float32(_mix(_u32(key + _u32(first_chain + c))) >> _u32(8)) * scale * (c2 + p3)
+            x[c] = np.uint8((t >= p0) + (t >= c1) + (t >= c2))
+
+    def _sweeps(state, pitch, positions, weights, eh, ev, starts, stops, classes, sweeps, seed):
+        """``sweeps`` checkerboard sweeps in place. state (stored, chains) uint8;
+        positions (sites,) storage index of each site in update order (colour 0 first);
+        weights (K, sites, 4) float32 exp(bias - max) in that order; blocks
+        [starts[j], stops[j]) of chains of class classes[j]."""
+        sites = positions.shape[0]
+        for j in nb.prange(starts.shape[0]):
+            c0, c1, k = starts[j], stops[j], classes[j]
+            for t in range(sweeps):
+                sweep_key = _mix(_u32(seed + _u32(t) * _u32(0x9E3779B9)))
+                for i in range(sites):
+                    s = positions[i]
+                    key = _mix(_u32(sweep_key ^ _u32(_u32(i) * _u32(0x27D4EB2F))))
+                    _update_run(state[s, c0:c1], state[s - 1, c0:c1], state[s + 1, c0:c1],
+                                state[s - pitch, c0:c1], state[s + pitch, c0:c1], key, _u32(c0),
+                                weights[k, i, 0], weights[k, i, 1], weights[k, i, 2], weights[k, i, 3], eh, ev)
+        return state
+
+    @nb.njit(boundscheck=False, cache=True)
+    def _log_potential(state, pitch, height, width, field, w_h, w_v):
+        """sum_i field[i, x_i] + w_h #equal horizontal pairs + w_v #equal vertical pairs per
+        chain, float64, straight from the sampler's state (sentinel borders equal nothing)."""
+        chains = state.shape[1]
+        out = np.zeros(chains)
+        for r in range(height):
+            for c in range(width):
+                s = (r + 1) * pitch + c + 1
+                i = r * width + c
+                x, right, down = state[s], state[s + 1], state[s + pitch]
+                for k in range(chains):
+                    out[k] += field[i, x[k]] + w_h * (x[k] == right[k]) + w_v * (x[k] == down[k])
+        return out
+
+    # Two compilations of one loop nest: blocks spread over threads, and a serial one for a
+    # single thread or block. A parallel region costs a thread-pool round trip per call
+    # (milliseconds on a loaded machine), which would dominate PCD's one-sweep calls.
+    _sweep_parallel = nb.njit(parallel=True, boundscheck=False, cache=True)(_sweeps)
+    _sweep_serial = nb.njit(boundscheck=False, cache=True)(_sweeps)
+
+
+def _class_blocks(labels: np.ndarray, block: int = BLOCK) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Blocks (starts, stops, classes) of at most ``block`` consecutive chains with one
+    class each, for labels that are already grouped (runs of equal labels)."""
+    labels = np.asarray(labels, dtype=np.int64)
+    edges = np.flatnonzero(np.diff(labels)) + 1
+    starts, stops, classes = [], [], []
+    for a, b in zip(np.r_[0, edges], np.r_[edges, len(labels)]):
+        for s in range(int(a), int(b), block):
+            starts.append(s)
+            stops.append(min(s + block, int(b)))
+            classes.append(int(labels[a]))
+    as_array = lambda v: np.asarray(v, dtype=np.int64)  # noqa: E731
+    return as_array(starts), as_array(stops), as_array(classes)
+
+
+# ----------------------------------------------------------------------------- torch path
 
 def _neighbour_counts(height: int, width: int, he: int, we: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Horizontal and vertical equal-neighbour counts (he*we, 256, L) for every site and
@@ -53,7 +166,9 @@ def _neighbour_counts(height: int, width: int, he: int, we: int) -> tuple[torch.
 
 @dataclass
 class GridGeometry:
-    """Index bookkeeping of a (height, width) grid stored with a one-site zero border."""
+    """Index bookkeeping of the torch path: a (height, width) grid extended to even size
+    with phantom sites (which the real sites never read) and stored with a zero border,
+    so both checkerboard colours are rectangular strided views."""
 
     height: int
     width: int
@@ -122,136 +237,7 @@ def conditional_table(bias: torch.Tensor, w_h: float | torch.Tensor, w_v: float 
     return cumulative.reshape(-1, levels - 1).contiguous()
 
 
-# The CPU kernel: the same table lookup as the tensor path, fused into one loop per
-# chain so a chain's 28x28 state stays in L1 for all its sweeps, with a counter-based
-# splitmix64 stream per chain (24-bit uniforms, the resolution of torch.rand's float32).
-_KERNEL_SOURCE = r"""
-#include <math.h>
-#include <stdint.h>
-
-static inline uint64_t mix64(uint64_t z) {
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-    return z ^ (z >> 31);
-}
-
-/* Cumulative conditionals (K, S, 256, 3) from bias (K, S, 4). flags[s]: bit 0..3 say the
-   left/right/up/down neighbour exists, bit 4 marks a phantom site. exp(w_h nh + w_v nv)
-   takes only 9 values, so the table needs no exp per entry. */
-void potts_table(const float *bias, int64_t classes, int64_t sites, const uint8_t *flags,
-                 double w_h, double w_v, float *out) {
-    double a[3][3];
-    for (int i = 0; i < 3; ++i)
-        for (int j = 0; j < 3; ++j) a[i][j] = exp(w_h * i + w_v * j);
-    for (int64_t k = 0; k < classes; ++k) {
-        for (int64_t s = 0; s < sites; ++s) {
-            float *o = out + ((k * sites + s) * 256) * 3;
-            const uint8_t f = flags[s];
-            if (f & 16) {
-                for (int i = 0; i < 256 * 3; ++i) o[i] = 2.0f;
-                continue;
-            }
-            const float *b = bias + (k * sites + s) * 4;
-            double m = b[0], eb[4];
-            for (int l = 1; l < 4; ++l) m = b[l] > m ? b[l] : m;
-            for (int l = 0; l < 4; ++l) eb[l] = exp((double)b[l] - m);
-            for (int cfg = 0; cfg < 256; ++cfg) {
-                const int d0 = cfg & 3, d1 = (cfg >> 2) & 3, d2 = (cfg >> 4) & 3, d3 = (cfg >> 6) & 3;
-                double p[4], total = 0.0;
-                for (int l = 0; l < 4; ++l) {
-                    const int nh = ((f & 1) && d0 == l) + ((f & 2) && d1 == l);
-                    const int nv = ((f & 4) && d2 == l) + ((f & 8) && d3 == l);
-                    p[l] = eb[l] * a[nh][nv];
-                    total += p[l];
-                }
-                const double c0 = p[0] / total, c1 = c0 + p[1] / total, c2 = c1 + p[2] / total;
-                o[3 * cfg] = (float)c0;
-                o[3 * cfg + 1] = (float)c1;
-                o[3 * cfg + 2] = (float)c2;
-            }
-        }
-    }
-}
-
-/* state: (stored, chains) uint8, chains innermost; table: (rows, 3) float.
-   One 64-bit draw gives two 24-bit uniforms (the resolution of a float32 uniform). */
-#define DRAW(c, th) do {                                                                     \
-        const uint32_t cfg = left[c] | (right[c] << 2) | (up[c] << 4) | (down[c] << 6);      \
-        const float *q = (th) + 3 * cfg;                                                     \
-        x[c] = (uint8_t)((u > q[0]) + (u > q[1]) + (u > q[2]));                              \
-    } while (0)
-
-void potts_sweep(uint8_t *state, int64_t chains, int64_t pitch, const float *table,
-                 const int32_t *pos, const int32_t *row, int64_t n, const int64_t *class_row,
-                 int64_t sweeps, uint64_t seed) {
-    const float scale = 1.0f / 16777216.0f;
-    uint64_t counter = mix64(seed);
-    for (int64_t k = 0; k < sweeps; ++k) {
-        for (int64_t i = 0; i < n; ++i) {
-            uint8_t *x = state + (int64_t)pos[i] * chains;
-            const uint8_t *left = x - chains, *right = x + chains;
-            const uint8_t *up = x - pitch * chains, *down = x + pitch * chains;
-            const float *site = table + 3 * (int64_t)row[i];
-            int64_t c = 0;
-            for (; c + 1 < chains; c += 2) {
-                counter += 0x9e3779b97f4a7c15ULL;
-                const uint64_t r = mix64(counter);
-                float u = (float)(r >> 40) * scale;
-                DRAW(c, class_row ? site + 3 * class_row[c] : site);
-                u = (float)((r >> 16) & 0xffffff) * scale;
-                DRAW(c + 1, class_row ? site + 3 * class_row[c + 1] : site);
-            }
-            if (c < chains) {
-                counter += 0x9e3779b97f4a7c15ULL;
-                const float u = (float)(mix64(counter) >> 40) * scale;
-                DRAW(c, class_row ? site + 3 * class_row[c] : site);
-            }
-        }
-    }
-}
-"""
-
-_KERNEL: ctypes.CDLL | None | bool = None
-
-
-def _kernel() -> ctypes.CDLL | None:
-    """Compile (once, cached by source hash) and load the C kernel; None without a compiler."""
-    global _KERNEL
-    if _KERNEL is not None:
-        return _KERNEL or None
-    if os.environ.get("RGBENCH_POTTS_KERNEL", "1") == "0":
-        _KERNEL = False
-        return None
-    digest = hashlib.sha256(_KERNEL_SOURCE.encode()).hexdigest()[:16]
-    cache = Path(os.environ.get("RGBENCH_CACHE", Path(tempfile.gettempdir()) / f"rgbench-{os.getuid()}"))
-    library = cache / f"potts_kernel_{digest}.so"
-    try:
-        if not library.exists():
-            cache.mkdir(parents=True, exist_ok=True)
-            with tempfile.TemporaryDirectory(dir=cache) as work:
-                source = Path(work) / "potts_kernel.c"
-                source.write_text(_KERNEL_SOURCE)
-                built = Path(work) / "potts_kernel.so"
-                compiler = os.environ.get("CC", "cc")
-                subprocess.run([compiler, "-O3", "-shared", "-fPIC", "-o", str(built), str(source), "-lm"],
-                               check=True, capture_output=True, timeout=120)
-                os.replace(built, library)  # atomic: concurrent jobs never load a half-written file
-        lib = ctypes.CDLL(str(library))
-    except (OSError, subprocess.SubprocessError):
-        _KERNEL = False
-        return None
-    i64, ptr = ctypes.c_int64, ctypes.c_void_p
-    lib.potts_sweep.argtypes = [ptr, i64, i64, ptr, ptr, ptr, i64, ptr, i64, ctypes.c_uint64]
-    lib.potts_sweep.restype = None
-    lib.potts_table.argtypes = [ptr, i64, i64, ptr, ctypes.c_double, ctypes.c_double, ptr]
-    lib.potts_table.restype = None
-    _KERNEL = lib
-    return lib
-
-
-def kernel_available() -> bool:
-    return _kernel() is not None
-
+# ----------------------------------------------------------------------------- the sampler
 
 class CheckerboardGibbs:
     """Two-colour block Gibbs sampler for many parallel chains of a grid Potts model.
@@ -259,102 +245,152 @@ class CheckerboardGibbs:
     Usage: ``sampler.set_parameters(bias, w_h, w_v)`` whenever the parameters change,
     then ``sampler.sweep(padded, sweeps, generator)`` on a state from ``sampler.pad``.
     ``labels`` (C,) pick each chain's bias field when there are several (classes).
+    ``threads``: numba worker threads (None: torch's intra-op thread count, which the
+    pipeline's jobs pin to the rule's ``threads``).
     """
 
-    def __init__(self, height: int, width: int, device: str | torch.device = "cpu", backend: str = "auto") -> None:
-        if backend not in {"auto", "kernel", "torch"}:
-            raise ValueError(f"backend must be 'auto', 'kernel' or 'torch', got {backend!r}")
-        self.geometry = GridGeometry(height, width)
+    def __init__(self, height: int, width: int, device: str | torch.device = "cpu", backend: str = "auto",
+                 threads: int | None = None) -> None:
+        if backend not in {"auto", "numba", "torch"}:
+            raise ValueError(f"backend must be 'auto', 'numba' or 'torch', got {backend!r}")
         self.device = torch.device(device)
         on_cpu = self.device.type == "cpu"
-        if backend == "kernel" and not (on_cpu and kernel_available()):
-            raise RuntimeError("the C kernel needs a CPU device and a working C compiler (cc)")
-        # tensor path on GPUs (and without a compiler); the fused kernel on CPUs
-        self.backend = "kernel" if backend in {"auto", "kernel"} and on_cpu and kernel_available() else "torch"
-        g = self.geometry
-        pos, row = [], []
-        for colour in (0, 1):
-            for r in range(height):
-                for c in range(width):
-                    if (r + c) % 2 == colour:
-                        pos.append((r + 1) * g.pitch + c + 1)
-                        row.append((r * g.we + c) * CONFIGS)
-        self._pos = torch.tensor(pos, dtype=torch.int32)
-        self._row = torch.tensor(row, dtype=torch.int32)
-        rows = torch.arange(g.he).repeat_interleave(g.we)
-        cols = torch.arange(g.we).repeat(g.he)
-        flags = ((cols > 0).int() | ((cols + 1 < width).int() << 1) | ((rows > 0).int() << 2)
-                 | ((rows + 1 < height).int() << 3) | ((~g.real.flatten()).int() << 4))
-        self._flags = flags.to(torch.uint8).contiguous()
-        self._n0 = sum(1 for r in range(height) for c in range(width) if (r + c) % 2 == 0)
-        self.counts = tuple(t.to(self.device) for t in _neighbour_counts(height, width, self.geometry.he,
-                                                                        self.geometry.we))
-        self.sites = [self.geometry.colour_sites(c).to(self.device) * CONFIGS for c in (0, 1)]
-        self.table: torch.Tensor | None = None
+        if backend == "numba" and not (on_cpu and numba_available()):
+            raise RuntimeError("the numba kernel needs a CPU device and the numba package")
+        self.backend = "numba" if backend in {"auto", "numba"} and on_cpu and numba_available() else "torch"
+        if height < 1 or width < 1:
+            raise ValueError(f"grid must be at least 1x1, got {height}x{width}")
+        self.height, self.width = height, width
+        self.threads = threads
         self.classes = 1
-        self._base: dict[tuple[int, int], list[torch.Tensor]] = {}
+        self._ready = False
+        if self.backend == "numba":
+            self.pitch = width + 2
+            self.stored = (height + 2) * self.pitch
+            order = [(r, c) for colour in (0, 1) for r in range(height) for c in range(width) if (r + c) % 2 == colour]
+            self._positions = np.asarray([(r + 1) * self.pitch + c + 1 for r, c in order], dtype=np.int64)
+            self._site_order = np.asarray([r * width + c for r, c in order], dtype=np.int64)
+        else:
+            self.geometry = GridGeometry(height, width)
+            self.stored = self.geometry.stored
+            self.counts = tuple(t.to(self.device) for t in _neighbour_counts(height, width, self.geometry.he,
+                                                                            self.geometry.we))
+            self.sites = [self.geometry.colour_sites(c).to(self.device) * CONFIGS for c in (0, 1)]
 
     def set_parameters(self, bias: torch.Tensor, w_h: float | torch.Tensor, w_v: float | torch.Tensor) -> None:
-        """Rebuild the conditional table from the current parameters (bias (K, H, W, L) or (H, W, L))."""
+        """Take the current parameters (bias (K, H, W, L) or (H, W, L); couplings)."""
         if bias.dim() == 3:
             bias = bias.unsqueeze(0)
-        g = self.geometry
-        if tuple(bias.shape[1:3]) != (g.height, g.width):
-            raise ValueError(f"bias grid {tuple(bias.shape[1:3])} does not match sampler grid {(g.height, g.width)}")
+        if tuple(bias.shape[1:3]) != (self.height, self.width):
+            raise ValueError(f"bias grid {tuple(bias.shape[1:3])} does not match sampler grid "
+                             f"{(self.height, self.width)}")
+        if bias.shape[-1] != LEVELS:
+            raise ValueError(f"the block sampler draws {LEVELS} levels, got {bias.shape[-1]}")
         self.classes = bias.shape[0]
-        if self.backend == "kernel":
-            full = torch.zeros(self.classes, g.he, g.we, LEVELS, dtype=torch.float32)
-            full[:, : g.height, : g.width] = bias.detach().to("cpu", torch.float32)
-            table = torch.empty(self.classes * g.he * g.we * CONFIGS, LEVELS - 1, dtype=torch.float32)
-            _kernel().potts_table(full.data_ptr(), self.classes, g.he * g.we, self._flags.data_ptr(),
-                                  float(w_h), float(w_v), table.data_ptr())
-            self.table = table
+        if self.backend == "numba":
+            b = bias.detach().to("cpu", torch.float64).numpy().reshape(self.classes, -1, LEVELS)[:, self._site_order]
+            self._weights = np.ascontiguousarray(np.exp(b - b.max(-1, keepdims=True)), dtype=np.float32)
+            self._eh, self._ev = np.float32(np.exp(float(w_h))), np.float32(np.exp(float(w_v)))
         else:
-            self.table = conditional_table(bias.to(self.device), w_h, w_v, self.counts, g)
+            self.table = conditional_table(bias.to(self.device), w_h, w_v, self.counts, self.geometry)
+        self._ready = True
 
     def pad(self, states: torch.Tensor) -> torch.Tensor:
-        """(C, H, W) levels -> the sampler's (C, stored) uint8 state. The kernel keeps
-        chains innermost in memory (a transposed view), so one site of every chain is
-        one contiguous run of bytes."""
-        padded = self.geometry.pad(states.to(self.device))
-        if self.backend == "kernel":
-            return padded.t().contiguous().t()
-        return padded
+        """(C, H, W) levels -> the sampler's (C, stored) uint8 state. The numba kernel keeps
+        chains innermost in memory (a transposed view), so one site of every chain is one
+        contiguous run of bytes."""
+        if states.dim() != 3 or tuple(states.shape[1:]) != (self.height, self.width):
+            raise ValueError(f"expected (C, {self.height}, {self.width}) levels, got {tuple(states.shape)}")
+        if self.backend == "torch":
+            return self.geometry.pad(states.to(self.device))
+        chains = states.shape[0]
+        grid = torch.full((self.height + 2, self.pitch, chains), SENTINEL, dtype=torch.uint8)
+        grid[1:-1, 1:-1] = states.to("cpu", torch.uint8).permute(1, 2, 0)
+        return grid.view(self.stored, chains).t()
 
     def unpad(self, padded: torch.Tensor) -> torch.Tensor:
         """The sampler state -> (C, H, W) uint8 levels (a copy)."""
-        return self.geometry.unpad(padded.contiguous()).contiguous()
+        if self.backend == "torch":
+            return self.geometry.unpad(padded.contiguous()).contiguous()
+        grid = padded.t().reshape(self.height + 2, self.pitch, padded.shape[0])
+        return grid[1:-1, 1:-1].permute(2, 0, 1).contiguous()
 
-    def _bases(self, labels: torch.Tensor | None, chains: int) -> list[torch.Tensor]:
-        """Per-colour table row offsets (site and class) for every chain."""
+    def _check_labels(self, labels: torch.Tensor | None, chains: int) -> torch.Tensor | None:
         if labels is None:
             if self.classes != 1:
                 raise ValueError(f"the model has {self.classes} bias fields; pass labels")
-            return [s.unsqueeze(0) for s in self.sites]
-        labels = labels.to(self.device).long()
+            return None
+        labels = torch.as_tensor(labels).long()
         if labels.shape != (chains,):
             raise ValueError(f"labels must have shape ({chains},), got {tuple(labels.shape)}")
-        if int(labels.min()) < 0 or int(labels.max()) >= self.classes:
+        if chains and (int(labels.min()) < 0 or int(labels.max()) >= self.classes):
             raise ValueError(f"labels must lie in [0, {self.classes})")
-        stride = self.geometry.he * self.geometry.we * CONFIGS
-        return [s.unsqueeze(0) + (labels * stride).view(-1, 1, 1, 1) for s in self.sites]
+        return labels
 
     @torch.no_grad()
     def sweep(self, padded: torch.Tensor, sweeps: int = 1, generator: torch.Generator | None = None,
               labels: torch.Tensor | None = None) -> torch.Tensor:
         """Run ``sweeps`` full sweeps (colour 0 then colour 1) in place; returns ``padded``."""
-        if self.table is None:
+        if not self._ready:
             raise RuntimeError("call set_parameters before sweeping")
-        g = self.geometry
         chains = padded.shape[0]
-        layout_ok = padded.t().is_contiguous() if self.backend == "kernel" else padded.is_contiguous()
-        if padded.shape[1:] != (g.stored,) or padded.dtype != torch.uint8 or not layout_ok:
-            raise ValueError(f"expected a uint8 state of shape (C, {g.stored}) made by this sampler's pad()")
-        if self.backend == "kernel":
-            return self._sweep_kernel(padded, sweeps, generator, labels)
-        bases = self._bases(labels, chains)
+        layout_ok = padded.t().is_contiguous() if self.backend == "numba" else padded.is_contiguous()
+        if padded.shape[1:] != (self.stored,) or padded.dtype != torch.uint8 or not layout_ok:
+            raise ValueError(f"expected a uint8 state of shape (C, {self.stored}) made by this sampler's pad()")
+        labels = self._check_labels(labels, chains)
+        if self.backend == "numba":
+            return self._sweep_numba(padded, sweeps, generator, labels)
+        return self._sweep_torch(padded, sweeps, generator, labels)
+
+    def _sweep_numba(self, padded: torch.Tensor, sweeps: int, generator: torch.Generator | None,
+                     labels: torch.Tensor | None) -> torch.Tensor:
+        threads = max(1, min(int(self.threads or torch.get_num_threads()), nb.config.NUMBA_NUM_THREADS))
+        nb.set_num_threads(threads)
+        # one 32-bit seed per call from the caller's generator keeps runs reproducible
+        seed = np.uint32(int(torch.randint(0, 2**32, (1,), generator=generator)))
+        state = padded.t().numpy()  # (stored, C), shares memory with padded
+        if labels is None:
+            order = None
+            blocks = _class_blocks(np.zeros(padded.shape[0], dtype=np.int64))
+        else:
+            order = torch.argsort(labels, stable=True)
+            grouped = labels[order].numpy()
+            blocks = _class_blocks(grouped)
+            if torch.equal(order, torch.arange(len(order))):
+                order = None  # already grouped: sweep in place
+            else:
+                state = np.ascontiguousarray(state[:, order.numpy()])
+        kernel = _sweep_parallel if threads > 1 and len(blocks[0]) > 1 else _sweep_serial
+        kernel(state, self.pitch, self._positions, self._weights, self._eh, self._ev, *blocks, int(sweeps), seed)
+        if order is not None:
+            padded.t()[:, order] = torch.from_numpy(state)
+        return padded
+
+    @torch.no_grad()
+    def log_potential(self, padded: torch.Tensor, field: torch.Tensor | np.ndarray, w_h: float,
+                      w_v: float) -> np.ndarray:
+        """sum_i field[i, x_i] + w_h #equal horizontal pairs + w_v #equal vertical pairs of
+        every chain of a state (float64): -E(x) for field = bias, and the annealing
+        increments for field = bias - log p0, without unpadding."""
+        field = np.ascontiguousarray(np.asarray(field, dtype=np.float64).reshape(self.height * self.width, LEVELS))
+        if self.backend == "numba":
+            return _log_potential(padded.t().numpy(), self.pitch, self.height, self.width, field, float(w_h),
+                                  float(w_v))
+        x = self.unpad(padded).long().cpu()
+        total = torch.from_numpy(field)[torch.arange(self.height * self.width), x.reshape(len(x), -1)].sum(1)
+        total += w_h * (x[:, :, 1:] == x[:, :, :-1]).sum((1, 2)) + w_v * (x[:, 1:] == x[:, :-1]).sum((1, 2))
+        return total.numpy()
+
+    def _sweep_torch(self, padded: torch.Tensor, sweeps: int, generator: torch.Generator | None,
+                     labels: torch.Tensor | None) -> torch.Tensor:
+        g = self.geometry
+        if labels is None:
+            bases = [s.unsqueeze(0) for s in self.sites]
+        else:
+            stride = g.he * g.we * CONFIGS
+            labels = labels.to(self.device)
+            bases = [s.unsqueeze(0) + (labels * stride).view(-1, 1, 1, 1) for s in self.sites]
         pitch = g.pitch
-        table = self.table
         for _ in range(sweeps):
             for colour in (0, 1):
                 left = g.colour_view(padded, colour, -1)
@@ -365,30 +401,13 @@ class CheckerboardGibbs:
                 cfg = torch.bitwise_left_shift(cfg, 2).add_(right)
                 cfg = torch.bitwise_left_shift(cfg, 2).add_(left)
                 index = cfg.long().add_(bases[colour])
-                thresholds = table[index.view(-1)].view(*index.shape, LEVELS - 1)
+                thresholds = self.table[index.view(-1)].view(*index.shape, LEVELS - 1)
                 u = torch.rand(index.shape + (1,), generator=generator, device=padded.device)
                 g.colour_view(padded, colour).copy_((u > thresholds).sum(-1, dtype=torch.uint8))
         return padded
 
-    def _sweep_kernel(self, padded: torch.Tensor, sweeps: int, generator: torch.Generator | None,
-                      labels: torch.Tensor | None) -> torch.Tensor:
-        chains = padded.shape[0]
-        class_row = None
-        if labels is not None or self.classes != 1:
-            if labels is None:
-                raise ValueError(f"the model has {self.classes} bias fields; pass labels")
-            labels = labels.long().cpu()
-            if labels.shape != (chains,) or int(labels.min()) < 0 or int(labels.max()) >= self.classes:
-                raise ValueError(f"labels must have shape ({chains},) with values in [0, {self.classes})")
-            class_row = (labels * (self.geometry.he * self.geometry.we * CONFIGS)).contiguous()
-        # one 62-bit seed per call from the caller's generator keeps runs reproducible
-        seed = int(torch.randint(0, 2**62, (1,), generator=generator))
-        g = self.geometry
-        _kernel().potts_sweep(padded.data_ptr(), chains, g.pitch, self.table.data_ptr(), self._pos.data_ptr(),
-                              self._row.data_ptr(), len(self._pos),
-                              None if class_row is None else class_row.data_ptr(), int(sweeps), seed)
-        return padded
 
+# ----------------------------------------------------------------------------- the reference
 
 def site_conditional_logits(states: torch.Tensor, bias: torch.Tensor, w_h: float, w_v: float,
                             row: int, col: int, labels: torch.Tensor | None = None) -> torch.Tensor:
@@ -411,7 +430,7 @@ def sequential_gibbs(states: torch.Tensor, bias: torch.Tensor, w_h: float, w_v: 
     """Plain single-site Gibbs in raster order (the reference sampler), in place on (C, H, W).
 
     Every conditional is recomputed from the energy, independently of the block
-    sampler's table, so the two samplers check each other.
+    samplers, so the samplers check each other.
     """
     if bias.dim() == 3 and labels is not None:
         raise ValueError("labels need a (K, H, W, L) bias")

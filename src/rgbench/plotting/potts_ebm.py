@@ -8,50 +8,77 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from rgbench.data.preprocess import level_values
 from rgbench.io import load_npz
 from rgbench.plotting.style import new_figure, save, show_grid, use_dpi
 
+PER_ROW = 20  # samples shown per row
+
 
 def _grey(levels: np.ndarray) -> np.ndarray:
-    return level_values(4)[np.asarray(levels, dtype=np.int64)]
+    """Levels drawn as the classifier sees them (level / 3)."""
+    return np.asarray(levels, dtype=np.float32) / 3
 
 
-def samples_figure(sample_files: Sequence[str], models: Sequence[str], output: str | os.PathLike,
-                   per_model: int = 20) -> None:
-    """One row of samples (from uniform noise) per model; potts_cond shows two of each digit."""
-    fig, axes = new_figure(1, len(models), width=9.0, height=0.65)
-    for ax, path, model in zip(axes[:, 0], sample_files, models):
+def _shown(samples: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """The first samples, or two of each digit 0..9 for a class-conditional model."""
+    if len(labels):
+        pick = np.concatenate([np.flatnonzero(labels == k)[:2] for k in range(10)])
+        return samples[pick.reshape(10, -1).T.ravel()][:PER_ROW]
+    return samples[:PER_ROW]
+
+
+def samples_figure(rows: Sequence[tuple[str, str]], output: str | os.PathLike) -> None:
+    """One row of final samples (from uniform noise) per (title, npz) in ``rows``; an
+    npz with a ``mode`` array (RBMs) adds a row of the most probable images given the
+    last hidden state."""
+    shown = []
+    for title, path in rows:
         arrays = load_npz(path)
-        samples, labels = arrays["samples"], arrays["labels"]
-        if len(labels):
-            pick = np.concatenate([np.flatnonzero(labels == k)[:2] for k in range(10)])
-            shown = samples[pick.reshape(10, -1).T.ravel()]
-        else:
-            shown = samples[:per_model]
-        show_grid(ax, _grey(shown[:per_model]), ncols=per_model)
-        ax.set_title(model, loc="left", fontsize=9)
+        shown.append((title, _shown(arrays["samples"], arrays["labels"])))
+        if len(arrays.get("mode", [])):
+            shown.append((f"{title}, mode of p(v | h)", _shown(arrays["mode"], arrays["labels"])))
+    fig, axes = new_figure(1, len(shown), width=9.0, height=0.68)
+    for ax, (title, images) in zip(axes[:, 0], shown):
+        show_grid(ax, _grey(images), ncols=PER_ROW)
+        ax.set_title(title, loc="left", fontsize=8)
+    save(fig, output)
+
+
+def digits_figure(curves: Sequence[tuple[str, str, str]], output: str | os.PathLike) -> None:
+    """Share of chains the reference classifier recognises (> 0.9; conditional models: as
+    the intended digit) against sweeps from uniform noise, per (model, sampler, npz)."""
+    fig, axes = new_figure(1, 1, width=6.0, height=3.8)
+    ax = axes[0, 0]
+    colours: dict[str, str] = {}
+    for model, sampler, path in curves:
+        arrays = load_npz(path)
+        colour = colours.setdefault(model, f"C{len(colours)}")
+        ax.plot(arrays["checkpoints"], arrays["digit_fraction"], marker="o", markersize=3, color=colour,
+                linestyle="-" if sampler == "block" else "--", label=f"{model} ({sampler})")
+    ax.set_xscale("log")
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("sweeps from uniform noise")
+    ax.set_ylabel("share of chains recognised")
+    ax.legend(fontsize=7, ncol=2)
     save(fig, output)
 
 
 def training_figure(epoch_files: Sequence[str], models: Sequence[str], output: str | os.PathLike) -> None:
-    """Left: mean energy of each update's data batch and negative chains; right: the
-    persistent chains after each epoch."""
+    """Left: free-energy (RBMs) or energy (grid) gap between each update's data batch and
+    the persistent chains (0 when the model's statistics match the data's); right: the
+    first chains after each epoch."""
     fig, axes = new_figure(2, len(models), width=4.8, height=2.9)
     for row, (path, model) in enumerate(zip(epoch_files, models)):
         arrays = load_npz(path)
         ax = axes[row, 0]
-        data, negative = arrays["step_data_energy"], arrays["step_model_energy"]
-        smooth = max(1, len(data) // 50)  # running mean over ~2% of the updates
-        kernel = np.ones(smooth) / smooth
-        steps = np.arange(1, len(data) + 1)
-        if len(data) >= smooth:
-            ax.plot(steps[smooth - 1:], np.convolve(data, kernel, "valid"), label="data batch")
-            ax.plot(steps[smooth - 1:], np.convolve(negative, kernel, "valid"), label="negative chains")
+        gap = arrays["step_gap"]
+        smooth = max(1, len(gap) // 50)  # running mean over ~2% of the updates
+        if len(gap) >= smooth:
+            ax.plot(np.arange(smooth, len(gap) + 1), np.convolve(gap, np.ones(smooth) / smooth, "valid"))
+        ax.axhline(0.0, color="grey", linewidth=0.8)
         ax.set_xlabel("parameter update")
-        ax.set_ylabel("mean energy")
+        ax.set_ylabel("data - chain (free) energy")
         ax.set_title(model)
-        ax.legend()
         grids = arrays["epoch_samples"]  # (epochs, 16, 28, 28)
         if len(grids):
             show_grid(axes[row, 1], _grey(grids[:, :8].reshape(-1, 28, 28)), ncols=8,
@@ -63,25 +90,46 @@ def training_figure(epoch_files: Sequence[str], models: Sequence[str], output: s
 
 
 def nll_figure(table_csv: str | os.PathLike, output: str | os.PathLike) -> None:
-    """Test NLL per model (AIS, +-2 s.e.) against the exact independent-model NLL."""
+    """Test NLL per model (AIS; exact for independent; mean +- sd over seeds), the RBMs'
+    conservative RAISE estimate, and each model's baseline (independent pixels, or the
+    class mixture of them for the class-conditional models)."""
     table = pd.read_csv(table_csv)
-    summary = table.groupby("model", sort=False).agg(nll=("test_nll_nats", "mean"), se=("test_nll_se", "max"),
-                                                    independent=("independent_nll_nats", "mean")).reset_index()
-    fig, axes = new_figure(1, 1, width=5.5, height=3.4)
+    table = table[table["sampler"] == "block"] if "sampler" in table.columns else table
+    agg = {"nll": ("test_nll_nats", "mean"), "sd": ("test_nll_nats", "std"), "baseline": ("baseline_nll_nats", "mean")}
+    if "test_nll_raise_nats" in table.columns:
+        agg["raise"] = ("test_nll_raise_nats", "mean")
+        agg["raise_baseline"] = ("baseline_nll_raise_images_nats", "mean")
+    summary = table.groupby("model", sort=False).agg(**agg).reset_index()
+    fig, axes = new_figure(1, 1, width=6.5, height=3.6)
     ax = axes[0, 0]
-    ax.bar(summary["model"], summary["nll"], yerr=2 * summary["se"].fillna(0), capsize=4, color="C0")
-    ax.axhline(float(summary["independent"].iloc[0]), color="C3", linestyle="--", label="independent pixels (exact)")
+    x = np.arange(len(summary))
+    ax.bar(x - 0.2, summary["nll"], width=0.4, yerr=summary["sd"].fillna(0), capsize=3, color="C0",
+           label="model (AIS; exact for independent)")
+    ax.bar(x + 0.2, summary["baseline"], width=0.4, color="C3", alpha=0.6, label="baseline (exact)")
+    if "raise" in summary:
+        ok = summary["raise"].notna()
+        ax.scatter(x[ok] - 0.2, summary.loc[ok, "raise"], marker="v", color="k", zorder=3,
+                   label="RAISE (conservative), test subset")
+        ax.scatter(x[ok] + 0.2, summary.loc[ok, "raise_baseline"], marker="_", s=200, color="k", zorder=3,
+                   label="baseline on that subset")
+    ax.set_xticks(x, summary["model"])
     ax.set_ylabel("test NLL (nats / image)")
     ax.set_ylim(0, None)
-    ax.legend(loc="lower right")
+    ax.legend(loc="lower right", fontsize=7)
     save(fig, output)
 
 
 def figures_job(config: Mapping[str, Any], table_csv: str | os.PathLike, sample_files: Sequence[str],
-                epoch_files: Sequence[str], outputs: Mapping[str, str | os.PathLike]) -> None:
-    """The three figures: samples per model, training curves of the trained models, NLL."""
+                thrml_files: Sequence[str], epoch_files: Sequence[str], outputs: Mapping[str, str | os.PathLike]) -> None:
+    """The four figures: samples per model and sampler, share of digits against sweeps,
+    training curves of the trained models, NLL against the baselines."""
     use_dpi(config["dpi"])
-    models = list(config["models"])
-    samples_figure(sample_files, models, outputs["samples"])
-    training_figure(epoch_files, [m for m in models if m != "independent"], outputs["training"])
+    models, thrml_models = list(config["models"]), list(config["thrml_models"])
+    rows = [(f"{m} (our block sampler)", path) for m, path in zip(models, sample_files)]
+    rows += [(f"{m} (THRML)", path) for m, path in zip(thrml_models, thrml_files)]
+    samples_figure(rows, outputs["samples"])
+    curves = [(m, "block", path) for m, path in zip(models, sample_files) if m != "independent"]
+    curves += [(m, "thrml", path) for m, path in zip(thrml_models, thrml_files)]
+    digits_figure(curves, outputs["digits"])
+    training_figure(epoch_files, list(config["trained_models"]), outputs["training"])
     nll_figure(table_csv, outputs["nll"])

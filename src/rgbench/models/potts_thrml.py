@@ -1,0 +1,308 @@
+"""Every model of the potts_ebm experiment as a THRML block-Gibbs program (Extropic's THRML,
+the seed's sampler), so THRML samples the very models our samplers sample.
+
+- Grid Potts models (``potts``, ``potts_cond``): one ``CategoricalNode`` per pixel in two
+  checkerboard blocks, a ``CategoricalEBMFactor`` per colour for the biases and one per
+  edge direction for the couplings (w * identity over the two levels). The class of
+  ``potts_cond`` is a clamped 10-state node joined to every pixel by a factor whose table
+  is that pixel's (class, level) bias. This is the idiomatic THRML form, the one the seed
+  and sampler_bench time; factor weights are log-potentials (-energy).
+- RBMs (``rbm``, ``rbm_cond``): one node per layer, whose state is the whole layer (784
+  levels; H hidden bits), two blocks (hidden, then visible) and dense interactions with
+  conditional samplers for p(h | v, y) and p(v | h). A per-edge factor graph of 392,000
+  pair factors samples the same distribution but ~200 times slower (XLA gathers), so the
+  layer form is what makes THRML usable here; it is still THRML's block-Gibbs machinery
+  (blocks, interaction groups, schedule, clamping).
+
+Programs are built inside jitted functions from parameter arrays, so one compilation
+serves every seed of a model (same shapes); THRML's own jit of a program is the cost that
+dominates short runs. ``configure_jax`` pins XLA to the job's threads and must run before
+jax is first imported.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+
+LEVELS = 4
+
+
+def configure_jax(threads: int = 1) -> None:
+    """Pin XLA's CPU client to ``threads`` threads (the rule's ``threads``); a no-op once
+    jax has been imported, so call it first."""
+    if "jax" in __import__("sys").modules:
+        return
+    flags = os.environ.get("XLA_FLAGS", "")
+    if "intra_op_parallelism_threads" not in flags:
+        extra = "--xla_cpu_multi_thread_eigen=false" if threads == 1 else ""
+        os.environ["XLA_FLAGS"] = f"{flags} {extra} intra_op_parallelism_threads={int(threads)}".strip()
+
+
+def clamped_labels(conditional: bool, labels: np.ndarray | None, chains: int) -> list[np.ndarray]:
+    """The clamped blocks' states: each chain's label (a class-conditional model), or none."""
+    if not conditional:
+        return []
+    if labels is None:
+        raise ValueError("a class-conditional model needs labels")
+    return [np.asarray(labels, dtype=np.uint8).reshape(chains, 1)]
+
+
+# ----------------------------------------------------------------------------- grid Potts
+
+class GridFactorGraph:
+    """A (height, width) 4-level Potts grid (optionally with a clamped class node) as THRML
+    nodes and checkerboard blocks; :meth:`program` adds parameters."""
+
+    def __init__(self, height: int, width: int, classes: int = 1) -> None:
+        from thrml import Block, CategoricalNode
+
+        self.height, self.width, self.classes = height, width, classes
+        sites = height * width
+        self.nodes = [CategoricalNode() for _ in range(sites)]
+        colour = np.array([(i // width + i % width) % 2 for i in range(sites)])
+        self.order = [np.flatnonzero(colour == c) for c in (0, 1)]  # site index of each block position
+        self.blocks = [Block([self.nodes[i] for i in order]) for order in self.order]
+        self.horizontal = [(i, i + 1) for i in range(sites) if i % width < width - 1]
+        self.vertical = [(i, i + width) for i in range(sites - width)]
+        self.label = CategoricalNode() if classes > 1 else None
+        self.label_block = Block([self.label]) if self.label is not None else None
+
+    def factors(self, bias: Any, w_h: Any, w_v: Any) -> list:
+        """``bias`` (K, sites, 4), couplings as scalars; jnp arrays or tracers."""
+        import jax.numpy as jnp
+        from thrml import Block
+        from thrml.models.discrete_ebm import CategoricalEBMFactor
+
+        factors = []
+        for order, block in zip(self.order, self.blocks):
+            if self.label is None:
+                factors.append(CategoricalEBMFactor([block], bias[0, order]))
+            else:  # table[i, y, l] = bias[y, i, l]
+                labels = Block([self.label] * len(order))
+                factors.append(CategoricalEBMFactor([labels, block], jnp.moveaxis(bias[:, order], 0, 1)))
+        eye = jnp.eye(LEVELS, dtype=bias.dtype)
+        for weight, pairs in ((w_h, self.horizontal), (w_v, self.vertical)):
+            left = Block([self.nodes[a] for a, _ in pairs])
+            right = Block([self.nodes[b] for _, b in pairs])
+            factors.append(CategoricalEBMFactor([left, right], jnp.broadcast_to(weight * eye, (len(pairs), LEVELS, LEVELS))))
+        return factors
+
+    def program(self, bias: Any, w_h: Any, w_v: Any) -> Any:
+        from thrml import BlockGibbsSpec, FactorSamplingProgram
+        from thrml.models.discrete_ebm import CategoricalGibbsConditional
+
+        clamped = [self.label_block] if self.label_block is not None else []
+        spec = BlockGibbsSpec(self.blocks, clamped)
+        samplers = [CategoricalGibbsConditional(LEVELS) for _ in self.blocks]
+        return FactorSamplingProgram(spec, samplers, self.factors(bias, w_h, w_v), [])
+
+    def to_state(self, images: np.ndarray) -> list[np.ndarray]:
+        """(C, H, W) levels -> the free blocks' states [(C, n_block)] uint8."""
+        flat = np.asarray(images, dtype=np.uint8).reshape(len(images), -1)
+        return [np.ascontiguousarray(flat[:, order]) for order in self.order]
+
+    def to_images(self, state: list[Any]) -> np.ndarray:
+        blocks = [np.asarray(s) for s in state]
+        flat = np.zeros((blocks[0].shape[0], self.height * self.width), dtype=np.uint8)
+        for order, values in zip(self.order, blocks):
+            flat[:, order] = values
+        return flat.reshape(-1, self.height, self.width)
+
+    def clamp(self, labels: np.ndarray | None, chains: int) -> list[np.ndarray]:
+        return clamped_labels(self.label is not None, labels, chains)
+
+    def energy(self, images: np.ndarray, bias: Any, w_h: Any, w_v: Any, labels: np.ndarray | None = None) -> np.ndarray:
+        """THRML's energy (FactorizedEBM.energy) of each image, in the parameters' dtype."""
+        import jax
+        from thrml.models.ebm import FactorizedEBM
+
+        ebm = FactorizedEBM(self.factors(bias, w_h, w_v))
+        blocks = list(self.blocks) + ([self.label_block] if self.label_block is not None else [])
+        state = self.to_state(images) + self.clamp(labels, len(images))
+        return np.asarray(jax.vmap(lambda *s: ebm.energy(list(s), blocks))(*state))
+
+
+# ----------------------------------------------------------------------------- RBMs
+
+def _rbm_classes() -> tuple[type, type, type, type, type, type]:
+    """THRML node, interaction and sampler classes of the layer-form RBM (defined on
+    first use so that importing this module never imports jax)."""
+    import equinox as eqx
+    import jax
+    import jax.numpy as jnp
+    from thrml import AbstractConditionalSampler, AbstractNode
+
+    class VisibleLayer(AbstractNode):
+        """All visible units; its state is the (sites,) vector of levels."""
+
+    class HiddenLayer(AbstractNode):
+        """All hidden units; its state is the (H,) vector of bits."""
+
+    class VisibleToHidden(eqx.Module):
+        """Input of the hidden layer from the visible one: weights (1, sites * 3, H) in the
+        reference gauge (level 0 has no row) and the hidden bias (1, H)."""
+        weight: jax.Array
+        bias: jax.Array
+
+    class HiddenToVisible(eqx.Module):
+        """Input of the visible layer from the hidden one: weights (1, H, sites * 3) and
+        the visible bias (1, sites * 3)."""
+        weight: jax.Array
+        bias: jax.Array
+
+    class LabelToHidden(eqx.Module):
+        """Input of the hidden layer from a clamped label: U (1, K, H)."""
+        weight: jax.Array
+
+    class HiddenConditional(AbstractConditionalSampler):
+        """h_j ~ Bernoulli(sigmoid(c_j + sum_i W_i[v_i, j] + U_yj))."""
+
+        def sample(self, key, interactions, active_flags, states, sampler_state, output_sd):
+            act = None
+            for interaction, state in zip(interactions, states):
+                tail = state[0][0, 0]  # one head node, one interaction of this group
+                if isinstance(interaction, VisibleToHidden):
+                    weight = interaction.weight[0, 0]
+                    onehot = jax.nn.one_hot(tail, LEVELS, dtype=weight.dtype)[:, 1:].reshape(-1)
+                    term = onehot @ weight + interaction.bias[0, 0]
+                else:
+                    term = interaction.weight[0, 0][tail]
+                act = term if act is None else act + term
+            bits = jax.random.bernoulli(key, jax.nn.sigmoid(act))
+            return bits.astype(output_sd.dtype)[None], sampler_state
+
+    class VisibleConditional(AbstractConditionalSampler):
+        """v_i ~ softmax over levels of (0, b_i1 + W_i1 h, ..., b_i3 + W_i3 h)."""
+        sites: int
+
+        def sample(self, key, interactions, active_flags, states, sampler_state, output_sd):
+            interaction, state = interactions[0], states[0]
+            weight = interaction.weight[0, 0]
+            hidden = state[0][0, 0].astype(weight.dtype)
+            partial = (hidden @ weight + interaction.bias[0, 0]).reshape(self.sites, LEVELS - 1)
+            logits = jnp.concatenate([jnp.zeros((self.sites, 1), partial.dtype), partial], axis=1)
+            levels = jax.random.categorical(key, logits, axis=-1)
+            return levels.astype(output_sd.dtype)[None], sampler_state
+
+    return (VisibleLayer, HiddenLayer, VisibleToHidden, HiddenToVisible, LabelToHidden,
+            (HiddenConditional, VisibleConditional))
+
+
+class RBMLayerGraph:
+    """A categorical RBM (optionally with a clamped label) as two THRML layer nodes."""
+
+    def __init__(self, sites: int, hidden: int, classes: int = 0) -> None:
+        import jax
+        import jax.numpy as jnp
+        from thrml import Block, CategoricalNode
+        from thrml.pgm import DEFAULT_NODE_SHAPE_DTYPES
+
+        (visible_cls, hidden_cls, self._v2h, self._h2v, self._y2h,
+         (self._hidden_sampler, self._visible_sampler)) = _rbm_classes()
+        self.sites, self.hidden, self.classes = sites, hidden, classes
+        self.visible_node, self.hidden_node = visible_cls(), hidden_cls()
+        self.visible_block, self.hidden_block = Block([self.visible_node]), Block([self.hidden_node])
+        self.label_block = Block([CategoricalNode()]) if classes else None
+        self.shapes = dict(DEFAULT_NODE_SHAPE_DTYPES)
+        self.shapes[visible_cls] = jax.ShapeDtypeStruct((sites,), jnp.uint8)
+        self.shapes[hidden_cls] = jax.ShapeDtypeStruct((hidden,), jnp.uint8)
+
+    def program(self, weight: Any, visible_bias: Any, hidden_bias: Any, label_weight: Any | None = None) -> Any:
+        """weight (sites * 3, H), visible_bias (sites * 3,), hidden_bias (H,), label_weight (K, H)."""
+        from thrml import BlockGibbsSpec, BlockSamplingProgram, InteractionGroup
+
+        groups = [InteractionGroup(self._v2h(weight[None], hidden_bias[None]), self.hidden_block, [self.visible_block]),
+                  InteractionGroup(self._h2v(weight.T[None], visible_bias[None]), self.visible_block, [self.hidden_block])]
+        clamped = []
+        if self.label_block is not None:
+            groups.append(InteractionGroup(self._y2h(label_weight[None]), self.hidden_block, [self.label_block]))
+            clamped = [self.label_block]
+        spec = BlockGibbsSpec([self.hidden_block, self.visible_block], clamped, self.shapes)
+        return BlockSamplingProgram(spec, [self._hidden_sampler(), self._visible_sampler(self.sites)], groups)
+
+    @property
+    def blocks(self) -> list:
+        return [self.hidden_block, self.visible_block]
+
+    def to_state(self, images: np.ndarray, rng: np.random.Generator) -> list[np.ndarray]:
+        """(C, H, W) levels -> [hidden (C, 1, H) random bits, visible (C, 1, sites)]; the
+        first sweep draws h from v, so the hidden start is never read."""
+        chains = len(images)
+        return [rng.integers(0, 2, size=(chains, 1, self.hidden), dtype=np.uint8),
+                np.asarray(images, dtype=np.uint8).reshape(chains, 1, self.sites)]
+
+    def to_images(self, state: list[Any], height: int, width: int) -> np.ndarray:
+        return np.asarray(state[1]).reshape(-1, height, width).astype(np.uint8)
+
+    def clamp(self, labels: np.ndarray | None, chains: int) -> list[np.ndarray]:
+        return clamped_labels(self.label_block is not None, labels, chains)
+
+
+# ----------------------------------------------------------------------------- running
+
+@dataclass
+class ThrmlRun:
+    images: np.ndarray  # (C, H, W) final levels
+    snapshots: dict[int, np.ndarray]  # sweep -> (C, H, W) levels
+    compile_seconds: float  # first call (trace, build, XLA compile, one step)
+    sweep_seconds: float  # wall seconds per sweep of all chains (median over calls)
+    sweep_cpu_seconds: float  # process CPU seconds per sweep of all chains
+    final_state: list[np.ndarray]  # the free blocks' states after the last sweep
+
+
+class ThrmlSampler:
+    """Runs one THRML program family (built by ``build(params)``) on many chains: one jitted,
+    vmapped function per (chains, sweeps per call), reused across parameter sets."""
+
+    def __init__(self, build: Callable[..., Any], blocks: list, sweeps_per_call: int = 1) -> None:
+        import jax
+        from thrml import SamplingSchedule, sample_states
+
+        self.build = build
+        self.blocks = blocks
+        schedule = SamplingSchedule(n_warmup=sweeps_per_call, n_samples=1, steps_per_sample=1)
+        self.sweeps_per_call = sweeps_per_call
+
+        def one_chain(key, state, clamp, params):
+            program = build(*params)
+            out = sample_states(key, program, schedule, list(state), list(clamp), blocks)
+            return [o[0] for o in out]  # n_samples = 1: the state after the warm-up sweeps
+
+        self._fn = jax.jit(jax.vmap(one_chain, in_axes=(0, 0, 0, None)))
+
+    def run(self, params: tuple, state: list[np.ndarray], clamp: list[np.ndarray], sweeps: int, seed: int,
+            to_images: Callable[[list[Any]], np.ndarray], checkpoints: tuple[int, ...] = ()) -> ThrmlRun:
+        import jax
+
+        if sweeps % self.sweeps_per_call:
+            raise ValueError(f"sweeps ({sweeps}) must be a multiple of {self.sweeps_per_call}")
+        chains = state[0].shape[0]
+        base = jax.random.key(seed)
+        params = tuple(jax.numpy.asarray(p) for p in params)
+        current = [jax.numpy.asarray(s) for s in state]
+        clamp = [jax.numpy.asarray(c) for c in clamp]
+        snapshots: dict[int, np.ndarray] = {}
+        walls, cpus = [], []
+        compile_seconds = 0.0
+        done = 0
+        for call in range(sweeps // self.sweeps_per_call):
+            keys = jax.random.split(jax.random.fold_in(base, call), chains)
+            wall, cpu = time.perf_counter(), time.process_time()
+            current = jax.block_until_ready(self._fn(keys, current, clamp, params))
+            wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+            if call == 0:
+                compile_seconds = wall
+            else:
+                walls.append(wall / self.sweeps_per_call)
+                cpus.append(cpu / self.sweeps_per_call)
+            done += self.sweeps_per_call
+            if done in checkpoints:
+                snapshots[done] = to_images(current)
+        median = lambda v: float(np.median(v)) if v else float("nan")  # noqa: E731
+        return ThrmlRun(to_images(current), snapshots, compile_seconds, median(walls), median(cpus),
+                        [np.asarray(s) for s in current])
