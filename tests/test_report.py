@@ -669,12 +669,6 @@ def test_a_claim_reproduced_on_smoke_stops_the_page(tmp_path: Path) -> None:
 
 # --------------------------------------------------------------------------- Snakemake's report
 
-# Rule files whose report() entries the lead labels after merging the experiment branches:
-# an entry there may carry no labels yet; once it does, take its file off this list.
-LABELS_PENDING = {"potts_ebm.smk",
-                  "sampler_bench.smk"}
-
-
 def report_entries() -> list[tuple[str, dict]]:
     """(rule file, keyword arguments) of every report(...) output in workflow/rules, parsed as Python."""
     entries = []
@@ -700,9 +694,6 @@ def test_every_report_entry_is_labelled() -> None:
     seen: dict[tuple, str] = {}
     for smk, keywords in entries:
         labels = keywords.get("labels")
-        if smk in LABELS_PENDING and labels is None:
-            continue
-        assert smk not in LABELS_PENDING, f"{smk} now labels its entries: take it off LABELS_PENDING"
         assert isinstance(labels, dict), f"{smk}: a report() entry without labels ({keywords.get('caption')})"
         keys = list(labels)
         assert keys[0] in ("figure", "table") and "experiment" in keys, f"{smk}: labels {labels}"
@@ -713,4 +704,4 @@ def test_every_report_entry_is_labelled() -> None:
         seen[key] = smk
     labelled = {smk for smk, keywords in entries if keywords.get("labels")}
     assert labelled >= {"report.smk", "glonet.smk", "rgm.smk", "rgflow.smk", "spatial_rgm.smk",
-                        "reference_classifier.smk"} - LABELS_PENDING
+                        "reference_classifier.smk", "potts_ebm.smk", "sampler_bench.smk"}

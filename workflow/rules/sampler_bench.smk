@@ -47,6 +47,8 @@ rule sampler_bench_figure:
             R("figures/sampler_bench/flips_per_ns.png"),
             caption="../../report/sampler_bench/flips_per_ns.rst",
             category="sampler_bench",
+            subcategory="figures",
+            labels={"figure": "flips per ns", "experiment": "sampler_bench", "model": "Gibbs samplers"},
         ),
     log:
         LOG("sampler_bench_figure"),
