@@ -34,6 +34,13 @@ RGM_RUNS = {
     for run in RGM_EVALUATIONS
 }
 RGM_SAMPLES = settings(RGM, "seed", *RGM_MODEL_KEYS, "samples")
+RGM_ABLATION_VARIANTS = {spec["name"]: spec for spec in RGM["ablation"]["variants"]}
+RGM_ABLATION_UNKNOWN = [name for name in RGM["ablation"]["run"] if name not in RGM_ABLATION_VARIANTS]
+if RGM_ABLATION_UNKNOWN or RGM["ablation"]["run"][0] != "full":
+    raise ValueError(
+        f"rgm.ablation.run must start with 'full' and name only variants of rgm.ablation.variants; "
+        f"unknown: {RGM_ABLATION_UNKNOWN}, defined: {sorted(RGM_ABLATION_VARIANTS)}"
+    )
 RGM_ABLATION = {
     spec["name"]: settings(
         RGM,
@@ -44,9 +51,9 @@ RGM_ABLATION = {
         variant=spec["name"],
         overrides=spec["overrides"],
     )
-    for spec in RGM["ablation"]["variants"]
+    for spec in (RGM_ABLATION_VARIANTS[name] for name in RGM["ablation"]["run"])
 }
-RGM_ABLATION_DESCRIPTIONS = {spec["name"]: spec["description"] for spec in RGM["ablation"]["variants"]}
+RGM_ABLATION_DESCRIPTIONS = {name: RGM_ABLATION_VARIANTS[name]["description"] for name in RGM["ablation"]["run"]}
 
 
 def rgm_model_file(fit, name):
