@@ -323,3 +323,27 @@ def test_timed_runs_calibrate_in_units():
     sweeps, walls, cpus = timed_runs(lambda n: calls.append(n), 1e-9, 3, unit=10)
     assert sweeps % 10 == 0 and len(walls) == len(cpus) == 3 and calls[-3:] == [sweeps] * 3
     assert timed_runs(lambda n: None, 1.0, 2, fixed_sweeps=7)[0] == 7
+
+
+@pytest.mark.skipif(not numba_available(), reason="numba not installed")
+def test_threaded_numba_sweeps_equal_single_threaded_ones():
+    """Each chain's random stream is keyed by its index, so spreading blocks of chains over
+    threads changes nothing; and the threaded kernel is its own function: numba caches
+    compiled code per function, and one function compiled both ways once shared an entry,
+    which left the 'threaded' kernel running the serial code."""
+    from rgbench.models import potts_samplers
+
+    assert potts_samplers._sweep_parallel.py_func is not potts_samplers._sweep_serial.py_func
+    assert potts_samplers._sweep_parallel.targetoptions.get("parallel") is True
+    model = small_model(classes=2, seed=3)
+    start = torch.randint(0, 4, (600, H, W), generator=torch.Generator().manual_seed(1), dtype=torch.uint8)
+    labels = torch.arange(600) % 2
+    finals = []
+    for threads in (1, 2):
+        sampler = CheckerboardGibbs(H, W, backend="numba", threads=threads)
+        sampler.set_parameters(*model.sampler_parameters())
+        state = sampler.pad(start.clone())
+        sampler.sweep(state, 7, torch.Generator().manual_seed(5), labels)
+        finals.append(sampler.unpad(state))
+    assert torch.equal(finals[0], finals[1])
+    assert not torch.equal(finals[0], start)

@@ -90,23 +90,18 @@ if nb is not None:
             t = np.float32(_mix(_u32(key + _u32(first_chain + c))) >> _u32(8)) * scale * (c2 + p3)
             x[c] = np.uint8((t >= p0) + (t >= c1) + (t >= c2))
 
-    def _sweeps(state, pitch, positions, weights, eh, ev, starts, stops, classes, sweeps, seed):
-        """``sweeps`` checkerboard sweeps in place. state (stored, chains) uint8;
-        positions (sites,) storage index of each site in update order (colour 0 first);
-        weights (K, sites, 4) float32 exp(bias - max) in that order; blocks
-        [starts[j], stops[j]) of chains of class classes[j]."""
+    @nb.njit(inline="always", boundscheck=False, cache=True)
+    def _sweep_block(state, pitch, positions, weights, eh, ev, c0, c1, k, sweeps, seed):
+        """``sweeps`` checkerboard sweeps of the chains [c0, c1), all of class k."""
         sites = positions.shape[0]
-        for j in nb.prange(starts.shape[0]):
-            c0, c1, k = starts[j], stops[j], classes[j]
-            for t in range(sweeps):
-                sweep_key = _mix(_u32(seed + _u32(t) * _u32(0x9E3779B9)))
-                for i in range(sites):
-                    s = positions[i]
-                    key = _mix(_u32(sweep_key ^ _u32(_u32(i) * _u32(0x27D4EB2F))))
-                    _update_run(state[s, c0:c1], state[s - 1, c0:c1], state[s + 1, c0:c1],
-                                state[s - pitch, c0:c1], state[s + pitch, c0:c1], key, _u32(c0),
-                                weights[k, i, 0], weights[k, i, 1], weights[k, i, 2], weights[k, i, 3], eh, ev)
-        return state
+        for t in range(sweeps):
+            sweep_key = _mix(_u32(seed + _u32(t) * _u32(0x9E3779B9)))
+            for i in range(sites):
+                s = positions[i]
+                key = _mix(_u32(sweep_key ^ _u32(_u32(i) * _u32(0x27D4EB2F))))
+                _update_run(state[s, c0:c1], state[s - 1, c0:c1], state[s + 1, c0:c1],
+                            state[s - pitch, c0:c1], state[s + pitch, c0:c1], key, _u32(c0),
+                            weights[k, i, 0], weights[k, i, 1], weights[k, i, 2], weights[k, i, 3], eh, ev)
 
     @nb.njit(boundscheck=False, cache=True)
     def _log_potential(state, pitch, height, width, field, w_h, w_v):
@@ -123,11 +118,26 @@ if nb is not None:
                     out[k] += field[i, x[k]] + w_h * (x[k] == right[k]) + w_v * (x[k] == down[k])
         return out
 
-    # Two compilations of one loop nest: blocks spread over threads, and a serial one for a
-    # single thread or block. A parallel region costs a thread-pool round trip per call
-    # (milliseconds on a loaded machine), which would dominate PCD's one-sweep calls.
-    _sweep_parallel = nb.njit(parallel=True, boundscheck=False, cache=True)(_sweeps)
-    _sweep_serial = nb.njit(boundscheck=False, cache=True)(_sweeps)
+    # Two loops over the blocks: spread over threads, and serial for a single thread or block
+    # (a parallel region costs a thread-pool round trip per call, milliseconds on a loaded
+    # machine, which would dominate PCD's one-sweep calls). Two functions, not one function
+    # compiled twice: numba's on-disk cache is keyed by the function, so a serial and a
+    # parallel compilation of one function share a cache entry, and whichever was compiled
+    # first was loaded for both (the "parallel" kernel then ran on one core).
+    # state (stored, chains) uint8; positions (sites,) storage index of each site in update
+    # order (colour 0 first); weights (K, sites, 4) float32 exp(bias - max) in that order;
+    # blocks [starts[j], stops[j]) of chains of class classes[j].
+    @nb.njit(parallel=True, boundscheck=False, cache=True)
+    def _sweep_parallel(state, pitch, positions, weights, eh, ev, starts, stops, classes, sweeps, seed):
+        for j in nb.prange(starts.shape[0]):
+            _sweep_block(state, pitch, positions, weights, eh, ev, starts[j], stops[j], classes[j], sweeps, seed)
+        return state
+
+    @nb.njit(boundscheck=False, cache=True)
+    def _sweep_serial(state, pitch, positions, weights, eh, ev, starts, stops, classes, sweeps, seed):
+        for j in range(starts.shape[0]):
+            _sweep_block(state, pitch, positions, weights, eh, ev, starts[j], stops[j], classes[j], sweeps, seed)
+        return state
 
 
 def _class_blocks(labels: np.ndarray, block: int = BLOCK) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
