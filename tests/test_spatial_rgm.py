@@ -377,9 +377,9 @@ def test_evaluation_job_end_to_end(tmp_path: Path, mnist_small: Path) -> None:
         run = tmp_path / f"seed-{seed}"
         train_job(run_settings("notebook", epochs=2, seed=seed), mnist_small, run / "model.pt", run / "train.json",
                   device="cpu")
-        metrics = evaluate_job({"test_limit": 200, "evaluation": evaluation}, run / "model.pt", run / "train.json",
-                               mnist_small, reference, run / "metrics.json", run / "arrays.npz",
-                               run_id=f"grid-notebook_epochs-2_seed-{seed}", device="cpu")
+        evaluate_job({"test_limit": 200, "evaluation": evaluation}, run / "model.pt", run / "train.json",
+                     mnist_small, reference, run / "metrics.json", run / "arrays.npz",
+                     run_id=f"grid-notebook_epochs-2_seed-{seed}", device="cpu")
         metrics_files.append(run / "metrics.json")
     record = json.loads(metrics_files[0].read_text())
     for column in ("epochs", "test_accuracy", "recon_mse", "locality", "conditional_recognition", "diversity_ratio",

@@ -43,7 +43,7 @@ import torch.nn as nn
 
 from rgbench.config import build
 from rgbench.data.mnist import train_mask
-from rgbench.io import atomic_path, file_sha256, load_npz, read_json, save_npz_atomic, write_json_atomic
+from rgbench.io import atomic_path, file_sha256, load_npz, save_npz_atomic
 from rgbench.models.potts import (IndependentModel, PottsConfig, PottsModel, ais_potts,
                                   integrated_autocorrelation_time, raise_potts)
 from rgbench.models.potts_samplers import CheckerboardGibbs

@@ -24,7 +24,7 @@ is used (it trades compute for memory the small models do not need).
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Sequence
 
 import numpy as np
