@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from rgbench.experiments.potts_ebm import GridPCDTrainer, GridTrainConfig, steps_to_digit
+from rgbench.experiments.potts_ebm import GridPCDTrainer, GridTrainConfig, chain_labels, chain_start, steps_to_digit
 from rgbench.experiments.sampler_bench import run_bench, speedups, timed_runs
 from rgbench.models.potts import (IndependentModel, PottsConfig, PottsModel, ais_potts, integrated_autocorrelation_time,
                                   raise_potts)
@@ -306,6 +306,26 @@ def test_steps_to_digit_is_each_chains_first_recognised_checkpoint():
     assert first.tolist() == [10, 100, 1, np.inf]  # chain 0 is first recognised at 10 (and counts from there)
     assert median == 55.0
     assert steps_to_digit(np.zeros((2, 3), dtype=bool), [1, 2])[0] == np.inf
+
+
+def test_conditional_chains_start_from_their_digits_independent_model():
+    # class k of this 28 x 28 independent model puts all its mass on level k % 4
+    log_probs = np.full((10, 28, 28, 4), -np.inf)
+    for k in range(10):
+        log_probs[k, ..., k % 4] = 0.0
+    classes = IndependentModel(log_probs)
+    generator = torch.Generator().manual_seed(0)
+    labels = chain_labels("rbm_cond", 12)
+    assert labels.tolist() == [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 0, 1]
+    start = chain_start("rbm_cond", labels, 12, "class_independent", classes, generator)
+    assert start.shape == (12, 28, 28) and start.dtype == torch.uint8
+    assert [set(image.unique().tolist()) for image in start] == [{k % 4} for k in labels]
+    # uniform noise for an unconditional model or when asked; every level appears
+    for kind, how in (("rbm", "class_independent"), ("rbm_cond", "uniform")):
+        noise = chain_start(kind, chain_labels(kind, 5), 5, how, classes, generator)
+        assert noise.shape == (5, 28, 28) and set(noise.unique().tolist()) == {0, 1, 2, 3}
+    with pytest.raises(ValueError, match="conditional_start"):
+        chain_start("rbm_cond", labels, 12, "data", classes, generator)
 
 
 def test_sampler_bench_row():

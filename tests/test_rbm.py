@@ -9,11 +9,12 @@ import numpy as np
 import pytest
 import torch
 
-from rgbench.experiments.potts_ebm import (LevelData, MomentumSchedule, RBMTrainConfig, class_prior,
+from rgbench.experiments.potts_ebm import (LevelData, MomentumSchedule, RBMPCDTrainer, RBMTrainConfig, class_prior,
                                            mixture_log_prob, train_rbm)
 from rgbench.models.potts import IndependentModel
 from rgbench.models.rbm import (CategoricalRBM, RBMConfig, ais_rbm, power_schedule, raise_log_prob,
                                 sample_above_reference)
+import rgbench.models.rbm as rbm_module
 from test_potts import one_thread  # noqa: F401  (autouse: single-threaded torch on a shared CPU)
 
 SIDE = 2  # 4 sites x 4 levels: 256 visible states
@@ -92,7 +93,9 @@ def test_ais_and_raise_match_enumeration(classes):
 
 
 @pytest.mark.parametrize("classes", [0, 3])
-def test_block_gibbs_samples_the_model(classes):
+@pytest.mark.parametrize("sparse_hidden", [0.0, 1.0], ids=["dense", "sparse"])
+def test_block_gibbs_samples_the_model(classes, sparse_hidden, monkeypatch):
+    monkeypatch.setattr(rbm_module, "SPARSE_HIDDEN", sparse_hidden)  # both products of W h
     model = tiny_rbm(classes, seed=4)
     with torch.no_grad():
         p = torch.softmax(brute_force_log_f(model, all_images()).double(), 0).numpy()
@@ -104,6 +107,17 @@ def test_block_gibbs_samples_the_model(classes):
     tv = 0.5 * np.abs(np.bincount(codes, minlength=256) / n - p).sum()
     bound = 0.5 * np.sqrt(p * (1 - p) / n).sum() + math.sqrt(math.log(1e6) / (2 * n))
     assert tv < bound
+
+
+def test_sparse_and_dense_hidden_products_agree():
+    torch.manual_seed(0)
+    model = CategoricalRBM(RBMConfig(height=7, width=7, levels=4, hidden=50, classes=0, init_std=0.5))
+    for share, expect_sparse in ((0.04, True), (0.5, False)):
+        h = (torch.rand(30, 50) < share).float()
+        h[0] = 0.0  # a chain with no unit on: an empty bag
+        assert (h.mean().item() <= rbm_module.SPARSE_HIDDEN) == expect_sparse
+        torch.testing.assert_close(model.hidden_product(h), h @ model.weight.t(), rtol=1e-5, atol=1e-5)
+    assert model.hidden_product(torch.zeros(3, 50)).abs().max() == 0
 
 
 def test_clamped_labels_give_the_conditional():
@@ -185,7 +199,7 @@ def test_training_moves_towards_the_data_and_resumes(tmp_path):
     independent = IndependentModel.fit(data.train_x)
     cfg = RBMTrainConfig(hidden=8, epochs=2, batch_size=20, lr=0.05, label_lr_factor=10.0, discriminative_weight=1.0,
                          momentum_start=0.5, momentum_final=0.9, momentum_switch_epochs=1, weight_decay=1e-4, chains=20,
-                         sweeps=1, init_std=0.01, val_images=20)
+                         sweeps=1, fast_lr=0.05, fast_decay=0.05, init_std=0.01, val_images=20)
     model, result, history, samples, gaps = train_rbm(cfg, True, data, independent, seed=3,
                                                       checkpoint_path=tmp_path / "ckpt.pt")
     again, result2, _, _, _ = train_rbm(cfg, True, data, independent, seed=3, checkpoint_path=tmp_path / "ckpt.pt")
@@ -194,6 +208,27 @@ def test_training_moves_towards_the_data_and_resumes(tmp_path):
     for a, b in zip(model.parameters(), again.parameters()):
         torch.testing.assert_close(a, b)
     assert not result.diverged and np.isfinite(history[-1]["val_pll"])
+
+
+def test_fpcd_chains_run_on_the_fast_weights_which_follow_the_gradient():
+    model = tiny_rbm(seed=2)
+    regular = {name: p.detach().clone() for name, p in model.named_parameters()}
+    generator = torch.Generator().manual_seed(0)
+    chains = torch.zeros(64, SIDE, SIDE, dtype=torch.uint8)
+    trainer = RBMPCDTrainer(model, chains, torch.zeros(64), 1, generator, fast_lr=0.5, fast_decay=0.1)
+    with torch.no_grad():  # fast weights that force level 3 at every site
+        trainer.fast_visible_bias.view(-1, 3)[:, 2] = 100.0
+    fast_before = {name: getattr(trainer, f"fast_{name}").clone() for name in regular}
+    x = torch.randint(0, 4, (8, SIDE, SIDE), generator=torch.Generator().manual_seed(1), dtype=torch.uint8)
+    trainer.loss((x, torch.zeros(8, dtype=torch.long)))
+    assert (trainer.chains == 3).all()  # the chains saw regular + fast parameters
+    for name, p in model.named_parameters():  # ... and the model's own parameters are untouched
+        assert torch.equal(p.detach(), regular[name])
+    grads, _ = model.pcd_gradient(x, None, trainer.chains, None)
+    for name in regular:
+        torch.testing.assert_close(getattr(trainer, f"fast_{name}"), 0.9 * fast_before[name] + 0.5 * grads[name])
+    plain = RBMPCDTrainer(model, chains, torch.zeros(64), 1, generator)
+    assert plain.fast_weight.numel() == 0  # plain PCD keeps no fast weights
 
 
 def test_discriminative_term_is_the_gradient_of_log_p_y_given_v():

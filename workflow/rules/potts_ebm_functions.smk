@@ -45,7 +45,10 @@ def potts_thrml_settings():
         "seeds",
         "models",
         "samples",
-        **{k: POTTS["analysis"][k] for k in ("sample_sweeps", "grid_sample_sweeps", "checkpoints", "ceiling_images")},
+        **{
+            k: POTTS["analysis"][k]
+            for k in ("conditional_start", "sample_sweeps", "grid_sample_sweeps", "checkpoints", "ceiling_images")
+        },
     )
 
 

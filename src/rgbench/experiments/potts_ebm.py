@@ -59,6 +59,10 @@ MODELS = ("independent", "potts", "potts_cond", "rbm", "rbm_cond")
 GRID_MODELS = ("potts", "potts_cond")
 RBM_MODELS = ("rbm", "rbm_cond")
 CONDITIONAL = ("potts_cond", "rbm_cond")
+# Where sampling chains start. Unconditional models always from uniform noise; conditional
+# ones either from uniform noise too or from the class-conditional independent-pixel model's
+# samples of their clamped digit (noise with the digit's pixel marginals, no shape).
+STARTS = ("uniform", "class_independent")
 CLASSES = 10
 SIDE = 28
 EPOCH_GRID = 16  # chains shown per epoch in the training figure
@@ -102,6 +106,8 @@ class RBMTrainConfig:
     weight_decay: float  # L2 on the weights (visible-hidden and label-hidden)
     chains: int  # persistent chains, started at random training images
     sweeps: int
+    fast_lr: float  # FPCD: learning rate of the fast weights added to the chains' model (0: plain PCD)
+    fast_decay: float  # FPCD: the fast weights shrink by this fraction every update
     init_std: float
     val_images: int  # validation images for the per-epoch pseudo-log-likelihood
 
@@ -111,6 +117,8 @@ class RBMTrainConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if not self.lr > 0 or self.label_lr_factor <= 0 or self.weight_decay < 0 or self.discriminative_weight < 0:
             raise ValueError("lr and label_lr_factor must be > 0, weight_decay and discriminative_weight >= 0")
+        if self.fast_lr < 0 or not 0 <= self.fast_decay <= 1:
+            raise ValueError(f"fast_lr must be >= 0 and fast_decay in [0, 1], got {self.fast_lr}, {self.fast_decay}")
 
 
 @dataclass
@@ -148,7 +156,9 @@ class AnalysisConfig:
     raise_steps: int
     grid_ais_chains: int  # grid models: AIS chains per log Z (doubled for the check)
     grid_ais_steps: int
-    samples: int  # chains from uniform noise, scored by the reference classifier
+    samples: int  # chains scored by the reference classifier
+    conditional_start: str  # conditional models' chains: "uniform" noise or "class_independent" samples
+    uniform_start_chains: int  # conditional models with another start: chains also run from uniform noise
     sample_sweeps: int  # RBMs
     grid_sample_sweeps: int  # grid models (they mix in a few sweeps; THRML runs them slowly)
     checkpoints: list[int]  # sweeps at which the chains are scored (steps to a digit)
@@ -159,9 +169,15 @@ class AnalysisConfig:
 
     def __post_init__(self) -> None:
         check_checkpoints(self.checkpoints)
+        check_start(self.conditional_start)
 
     def sweeps(self, kind: str) -> int:
         return self.grid_sample_sweeps if kind in GRID_MODELS else self.sample_sweeps
+
+
+def check_start(start: str) -> None:
+    if start not in STARTS:
+        raise ValueError(f"conditional_start must be one of {STARTS}, got {start!r}")
 
 
 def check_checkpoints(checkpoints: Sequence[int]) -> None:
@@ -181,6 +197,7 @@ class ThrmlConfig:
     seeds: list[int]
     models: list[str]
     samples: int
+    conditional_start: str
     sample_sweeps: int
     grid_sample_sweeps: int
     checkpoints: list[int]
@@ -188,6 +205,7 @@ class ThrmlConfig:
 
     def __post_init__(self) -> None:
         check_checkpoints(self.checkpoints)
+        check_start(self.conditional_start)
 
     def sweeps(self, kind: str) -> int:
         return self.grid_sample_sweeps if kind in GRID_MODELS else self.sample_sweeps
@@ -348,7 +366,8 @@ class RBMPCDTrainer(nn.Module):
     PCD ascent direction, so ``fit``'s backward / optimiser step applies it."""
 
     def __init__(self, model: CategoricalRBM, chains: torch.Tensor, chain_labels: torch.Tensor, sweeps: int,
-                 generator: torch.Generator, discriminative_weight: float = 0.0) -> None:
+                 generator: torch.Generator, discriminative_weight: float = 0.0, fast_lr: float = 0.0,
+                 fast_decay: float = 0.0) -> None:
         super().__init__()
         self.model = model
         self.discriminative_weight = discriminative_weight
@@ -356,22 +375,43 @@ class RBMPCDTrainer(nn.Module):
         self.register_buffer("chain_labels", chain_labels.long())
         self.sweeps = sweeps
         self.generator = generator
+        self.fast_lr, self.fast_decay = fast_lr, fast_decay
+        for name, p in model.named_parameters():  # FPCD's fast weights (unused when fast_lr is 0)
+            self.register_buffer(f"fast_{name}", torch.zeros_like(p) if fast_lr else torch.zeros(0))
         self._weight_grad = torch.empty_like(model.weight)
         self.gaps: list[float] = []
+
+    def _sample_chains(self) -> None:
+        """Advance the persistent chains, with the fast weights added (FPCD) when used."""
+        m = self.model
+        regular = {}
+        if self.fast_lr:
+            for name, p in m.named_parameters():
+                regular[name] = p.detach().clone()
+                p.add_(getattr(self, f"fast_{name}"))
+        try:
+            # the conditional model is a joint model of (image, label): its chains sample labels too
+            chains, labels, _ = m.gibbs(self.chains, self.chain_labels if m.conditional else None, self.sweeps,
+                                        self.generator, clamp_labels=False)
+        finally:
+            for name, p in m.named_parameters():
+                if name in regular:
+                    p.copy_(regular[name])
+        self.chains.copy_(chains)
+        if m.conditional:
+            self.chain_labels.copy_(labels)
 
     def loss(self, batch: tuple[torch.Tensor, ...]) -> torch.Tensor:
         x, y = batch
         m = self.model
         with torch.no_grad():
-            # the conditional model is a joint model of (image, label): its chains sample labels too
-            chains, labels, _ = m.gibbs(self.chains, self.chain_labels if m.conditional else None, self.sweeps,
-                                        self.generator, clamp_labels=False)
-            self.chains.copy_(chains)
-            if m.conditional:
-                self.chain_labels.copy_(labels)
+            self._sample_chains()
             grads, gap = m.pcd_gradient(x, y if m.conditional else None, self.chains,
                                         self.chain_labels if m.conditional else None, self._weight_grad,
                                         self.discriminative_weight)
+            if self.fast_lr:  # Tieleman & Hinton 2009: fast weights follow the same direction and decay
+                for name in grads:
+                    getattr(self, f"fast_{name}").mul_(1.0 - self.fast_decay).add_(grads[name], alpha=self.fast_lr)
         self.gaps.append(gap)
         linear = sum((p * grads[name]).sum() for name, p in m.named_parameters())
         return gap - linear + linear.detach()
@@ -407,7 +447,7 @@ def train_rbm(cfg: RBMTrainConfig, conditional: bool, data: LevelData, independe
     start = torch.randperm(len(data.train_x), generator=generator)[: cfg.chains]
     trainer = RBMPCDTrainer(model, torch.from_numpy(data.train_x[start.numpy()]),
                             torch.from_numpy(data.train_y[start.numpy()]), cfg.sweeps, generator,
-                            cfg.discriminative_weight if conditional else 0.0)
+                            cfg.discriminative_weight if conditional else 0.0, cfg.fast_lr, cfg.fast_decay)
     optimizer = rbm_optimizer(model, cfg)
     steps_per_epoch = len(data.train_x) // cfg.batch_size
     schedule = MomentumSchedule(optimizer, steps_per_epoch * cfg.epochs, steps_per_epoch * cfg.momentum_switch_epochs,
@@ -664,25 +704,44 @@ class SampleRun:
     sweep_seconds: float  # wall seconds per sweep of all chains
     sweep_cpu_seconds: float
     mode: np.ndarray | None = None  # RBMs: most probable image given the last hidden state
+    start: np.ndarray | None = None  # (N, 28, 28) levels the chains started from
 
 
 def noise_start(n: int, generator: torch.Generator) -> torch.Tensor:
     return torch.randint(0, 4, (n, SIDE, SIDE), generator=generator, dtype=torch.uint8)
 
 
+def chain_labels(kind: str, n: int) -> np.ndarray:
+    """The clamped digits of n chains: 0..9 in turn for conditional models, else none."""
+    return np.arange(n) % CLASSES if kind in CONDITIONAL else np.zeros(0, dtype=np.int64)
+
+
+def chain_start(kind: str, labels: np.ndarray, n: int, conditional_start: str,
+                class_independent: IndependentModel, generator: torch.Generator) -> torch.Tensor:
+    """(n, 28, 28) starting levels: uniform noise, or for conditional models with
+    ``conditional_start`` "class_independent" a draw of the class-conditional
+    independent-pixel model for each chain's digit."""
+    check_start(conditional_start)
+    if kind in CONDITIONAL and conditional_start == "class_independent":
+        return class_independent.sample(n, generator, labels=torch.from_numpy(labels)).view(n, SIDE, SIDE)
+    return noise_start(n, generator)
+
+
 @torch.no_grad()
-def sample_block(kind: str, model: nn.Module | None, independent: IndependentModel, n: int, sweeps: int,
-                 checkpoints: Sequence[int], generator: torch.Generator) -> SampleRun:
-    """n chains from uniform noise by our block sampler (numba checkerboard for the grid
-    models, torch block Gibbs for the RBMs); conditional models get labels 0..9 in turn."""
-    labels = (torch.arange(n) % CLASSES) if kind in CONDITIONAL else None
-    label_array = labels.numpy() if labels is not None else np.zeros(0, dtype=np.int64)
+def sample_block(kind: str, model: nn.Module | None, independent: IndependentModel,
+                 class_independent: IndependentModel, n: int, sweeps: int, checkpoints: Sequence[int],
+                 conditional_start: str, generator: torch.Generator) -> SampleRun:
+    """n chains by our block sampler (numba checkerboard for the grid models, torch block
+    Gibbs for the RBMs) from ``chain_start``; conditional models get labels 0..9 in turn."""
+    label_array = chain_labels(kind, n)
+    labels = torch.from_numpy(label_array) if kind in CONDITIONAL else None
     if kind == "independent":
         images = independent.sample(n, generator).numpy()
         return SampleRun(images, {c: images for c in checkpoints}, label_array, 0.0, 0.0)
     snapshots: dict[int, np.ndarray] = {}
     walls, cpus = [], []
-    x = noise_start(n, generator)
+    x = chain_start(kind, label_array, n, conditional_start, class_independent, generator)
+    start = x.numpy().copy()
     h = None
     if kind in GRID_MODELS:
         sampler = CheckerboardGibbs(SIDE, SIDE)
@@ -699,7 +758,8 @@ def sample_block(kind: str, model: nn.Module | None, independent: IndependentMod
         if t in checkpoints:
             snapshots[t] = (sampler.unpad(padded) if kind in GRID_MODELS else x).numpy().copy()
     mode = model.visible_mode(h).view(n, SIDE, SIDE).numpy() if h is not None else None
-    return SampleRun(snapshots[sweeps], snapshots, label_array, float(np.median(walls)), float(np.median(cpus)), mode)
+    return SampleRun(snapshots[sweeps], snapshots, label_array, float(np.median(walls)), float(np.median(cpus)), mode,
+                     start)
 
 
 def energy_iat(kind: str, model: nn.Module, start: np.ndarray, labels: np.ndarray, sweeps: int,
@@ -742,7 +802,8 @@ def score_samples(clf: Any, run: SampleRun | Any, labels: np.ndarray, checkpoint
     fraction, class entropy and inception score of the final samples, conditional
     recognition (conditional models), steps to a digit from the snapshots (a chain is a
     digit once the classifier gives it > 0.9, and for conditional models its intended
-    class), and the same scores of the RBMs' mode view."""
+    class), the share of starting images that already are digits (and, conditional
+    models, their conditional recognition), and the same scores of the RBMs' mode view."""
     from rgbench.evaluation.quality import conditional_recognition, sample_quality
 
     quality = sample_quality(clf, to_grey(run.images), reference_stats)
@@ -752,13 +813,17 @@ def score_samples(clf: Any, run: SampleRun | Any, labels: np.ndarray, checkpoint
     extra: dict[str, Any] = {"class_histogram": quality["class_histogram"]}
     if len(labels):
         out["conditional_recognition"] = conditional_recognition(clf, to_grey(run.images), labels)
-    recognised = []
-    for sweep in checkpoints:
-        probs = clf.predict_proba(to_grey(run.snapshots[sweep]))
+
+    def is_digit(images: np.ndarray) -> np.ndarray:
+        probs = clf.predict_proba(to_grey(images))
         ok = probs.max(1) > RECOGNISED
+        return ok & (probs.argmax(1) == labels) if len(labels) else ok
+
+    if getattr(run, "start", None) is not None:  # what the chains owe to their start
+        out["start_digit_fraction"] = float(is_digit(run.start).mean())
         if len(labels):
-            ok &= probs.argmax(1) == labels
-        recognised.append(ok)
+            out["start_conditional_recognition"] = conditional_recognition(clf, to_grey(run.start), labels)
+    recognised = [is_digit(run.snapshots[sweep]) for sweep in checkpoints]
     median, first = steps_to_digit(np.asarray(recognised), checkpoints)
     out["steps_to_digit"] = median
     out["digit_fraction"] = float(np.isfinite(first).mean())
@@ -811,6 +876,7 @@ def evaluate_job(config: Mapping[str, Any], analysis: Mapping[str, Any], mnist4:
                  reference_model: str, reference_stats: str, metrics_path: str, samples_path: str, run_id: str,
                  device: str = "auto") -> dict[str, Any]:
     """Likelihoods, our sampler's samples and their scores; the run's metrics.json."""
+    from rgbench.evaluation.quality import conditional_recognition
     from rgbench.evaluation.reference import load_reference_classifier
 
     cfg = build(PottsRunConfig, config)
@@ -828,7 +894,13 @@ def evaluate_job(config: Mapping[str, Any], analysis: Mapping[str, Any], mnist4:
     metrics, extra = likelihood_metrics(kind, model, data, independent, class_independent, acfg, generator)
     sweeps = acfg.sweeps(kind)
     checkpoints = checkpoints_for(acfg.checkpoints, sweeps)
-    run = sample_block(kind, model, independent, acfg.samples, sweeps, checkpoints, generator)
+    run = sample_block(kind, model, independent, class_independent, acfg.samples, sweeps, checkpoints,
+                       acfg.conditional_start, generator)
+    from_noise = None
+    if kind in CONDITIONAL and acfg.conditional_start != "uniform" and acfg.uniform_start_chains:
+        # the same sampler from uniform noise: how much the conditional scores owe to the start
+        from_noise = sample_block(kind, model, independent, class_independent, acfg.uniform_start_chains, sweeps,
+                                  [sweeps], "uniform", generator)
     if model is not None:
         n_pll = min(acfg.pll_images, len(data.test_x))
         labels = torch.from_numpy(data.test_y[:n_pll]) if kind in CONDITIONAL else None
@@ -844,6 +916,9 @@ def evaluate_job(config: Mapping[str, Any], analysis: Mapping[str, Any], mnist4:
     clf = load_reference_classifier(reference_model, device=torch_device)
     scores, score_extra = score_samples(clf, run, run.labels, checkpoints, reference_stats)
     metrics.update(scores)
+    if from_noise is not None:
+        metrics["conditional_recognition_uniform_start"] = conditional_recognition(clf, to_grey(from_noise.images),
+                                                                                  from_noise.labels)
     metrics.update(ceiling_scores(clf, data, acfg.ceiling_images, reference_stats))
     relative_to_ceiling(metrics)
     extra.update(score_extra)
@@ -918,14 +993,16 @@ def thrml_job(config: Mapping[str, Any], thrml: Mapping[str, Any], mnist4: str, 
     graph, params, to_images = thrml_graph(kind, model)
     sampler = ThrmlSampler(graph.program, graph.blocks)
     generator = torch.Generator().manual_seed(20_000 + run_cfg.seed)
-    labels = (np.arange(cfg.samples) % CLASSES) if kind in CONDITIONAL else np.zeros(0, dtype=np.int64)
-    start = noise_start(cfg.samples, generator).numpy()
+    labels = chain_labels(kind, cfg.samples)
+    _, class_independent = fit_independent(data, run_cfg.smoothing)
+    start = chain_start(kind, labels, cfg.samples, cfg.conditional_start, class_independent, generator).numpy()
     state = graph.to_state(start) if kind in GRID_MODELS else graph.to_state(start, np.random.default_rng(run_cfg.seed))
     clamp = graph.clamp(labels if len(labels) else None, cfg.samples)
     sweeps = cfg.sweeps(kind)
     checkpoints = checkpoints_for(cfg.checkpoints, sweeps)
     result = sampler.run(params, state, clamp, sweeps, 30_000 + run_cfg.seed, to_images, tuple(checkpoints))
-    run = SampleRun(result.images, result.snapshots, labels, result.sweep_seconds, result.sweep_cpu_seconds)
+    run = SampleRun(result.images, result.snapshots, labels, result.sweep_seconds, result.sweep_cpu_seconds,
+                    start=start)
     if kind in RBM_MODELS:  # the mode view from THRML's last hidden state
         hidden = torch.from_numpy(np.asarray(result.final_state[0]).reshape(cfg.samples, -1).astype(np.float32))
         run.mode = model.visible_mode(hidden).view(-1, SIDE, SIDE).numpy()

@@ -28,7 +28,7 @@ def _shown(samples: np.ndarray, labels: np.ndarray) -> np.ndarray:
 
 
 def samples_figure(rows: Sequence[tuple[str, str]], output: str | os.PathLike) -> None:
-    """One row of final samples (from uniform noise) per (title, npz) in ``rows``; an
+    """One row of final samples per (title, npz) in ``rows``; an
     npz with a ``mode`` array (RBMs) adds a row of the most probable images given the
     last hidden state."""
     shown = []
@@ -46,7 +46,7 @@ def samples_figure(rows: Sequence[tuple[str, str]], output: str | os.PathLike) -
 
 def digits_figure(curves: Sequence[tuple[str, str, str]], output: str | os.PathLike) -> None:
     """Share of chains the reference classifier recognises (> 0.9; conditional models: as
-    the intended digit) against sweeps from uniform noise, per (model, sampler, npz)."""
+    the intended digit) against sweeps from the chains' start, per (model, sampler, npz)."""
     fig, axes = new_figure(1, 1, width=6.0, height=3.8)
     ax = axes[0, 0]
     colours: dict[str, str] = {}
@@ -57,7 +57,7 @@ def digits_figure(curves: Sequence[tuple[str, str, str]], output: str | os.PathL
                 linestyle="-" if sampler == "block" else "--", label=f"{model} ({sampler})")
     ax.set_xscale("log")
     ax.set_ylim(0, 1)
-    ax.set_xlabel("sweeps from uniform noise")
+    ax.set_xlabel("sweeps from the start")
     ax.set_ylabel("share of chains recognised")
     ax.legend(fontsize=7, ncol=2)
     save(fig, output)
