@@ -199,7 +199,8 @@ def test_training_moves_towards_the_data_and_resumes(tmp_path):
     independent = IndependentModel.fit(data.train_x)
     cfg = RBMTrainConfig(hidden=8, epochs=2, batch_size=20, lr=0.05, label_lr_factor=10.0, discriminative_weight=1.0,
                          momentum_start=0.5, momentum_final=0.9, momentum_switch_epochs=1, weight_decay=1e-4, chains=20,
-                         sweeps=1, fast_lr=0.05, fast_decay=0.05, init_std=0.01, val_images=20)
+                         sweeps=1, fast_lr={"rbm": 0.0, "rbm_cond": 0.05}, fast_decay=0.05, init_std=0.01,
+                         val_images=20)
     model, result, history, samples, gaps = train_rbm(cfg, True, data, independent, seed=3,
                                                       checkpoint_path=tmp_path / "ckpt.pt")
     again, result2, _, _, _ = train_rbm(cfg, True, data, independent, seed=3, checkpoint_path=tmp_path / "ckpt.pt")

@@ -106,7 +106,7 @@ class RBMTrainConfig:
     weight_decay: float  # L2 on the weights (visible-hidden and label-hidden)
     chains: int  # persistent chains, started at random training images
     sweeps: int
-    fast_lr: float  # FPCD: learning rate of the fast weights added to the chains' model (0: plain PCD)
+    fast_lr: dict[str, float]  # FPCD, per model (rbm, rbm_cond): lr of the chains' fast weights (0: plain PCD)
     fast_decay: float  # FPCD: the fast weights shrink by this fraction every update
     init_std: float
     val_images: int  # validation images for the per-epoch pseudo-log-likelihood
@@ -117,8 +117,9 @@ class RBMTrainConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if not self.lr > 0 or self.label_lr_factor <= 0 or self.weight_decay < 0 or self.discriminative_weight < 0:
             raise ValueError("lr and label_lr_factor must be > 0, weight_decay and discriminative_weight >= 0")
-        if self.fast_lr < 0 or not 0 <= self.fast_decay <= 1:
-            raise ValueError(f"fast_lr must be >= 0 and fast_decay in [0, 1], got {self.fast_lr}, {self.fast_decay}")
+        if set(self.fast_lr) != set(RBM_MODELS) or min(self.fast_lr.values()) < 0 or not 0 <= self.fast_decay <= 1:
+            raise ValueError(f"fast_lr needs a value >= 0 for each of {RBM_MODELS} and fast_decay one in [0, 1], "
+                             f"got {self.fast_lr}, {self.fast_decay}")
 
 
 @dataclass
@@ -158,7 +159,7 @@ class AnalysisConfig:
     grid_ais_steps: int
     samples: int  # chains scored by the reference classifier
     conditional_start: str  # conditional models' chains: "uniform" noise or "class_independent" samples
-    uniform_start_chains: int  # conditional models with another start: chains also run from uniform noise
+    comparison_start_chains: int  # conditional models: chains also run from the other start
     sample_sweeps: int  # RBMs
     grid_sample_sweeps: int  # grid models (they mix in a few sweeps; THRML runs them slowly)
     checkpoints: list[int]  # sweeps at which the chains are scored (steps to a digit)
@@ -447,7 +448,8 @@ def train_rbm(cfg: RBMTrainConfig, conditional: bool, data: LevelData, independe
     start = torch.randperm(len(data.train_x), generator=generator)[: cfg.chains]
     trainer = RBMPCDTrainer(model, torch.from_numpy(data.train_x[start.numpy()]),
                             torch.from_numpy(data.train_y[start.numpy()]), cfg.sweeps, generator,
-                            cfg.discriminative_weight if conditional else 0.0, cfg.fast_lr, cfg.fast_decay)
+                            cfg.discriminative_weight if conditional else 0.0,
+                            cfg.fast_lr["rbm_cond" if conditional else "rbm"], cfg.fast_decay)
     optimizer = rbm_optimizer(model, cfg)
     steps_per_epoch = len(data.train_x) // cfg.batch_size
     schedule = MomentumSchedule(optimizer, steps_per_epoch * cfg.epochs, steps_per_epoch * cfg.momentum_switch_epochs,
@@ -896,11 +898,12 @@ def evaluate_job(config: Mapping[str, Any], analysis: Mapping[str, Any], mnist4:
     checkpoints = checkpoints_for(acfg.checkpoints, sweeps)
     run = sample_block(kind, model, independent, class_independent, acfg.samples, sweeps, checkpoints,
                        acfg.conditional_start, generator)
-    from_noise = None
-    if kind in CONDITIONAL and acfg.conditional_start != "uniform" and acfg.uniform_start_chains:
-        # the same sampler from uniform noise: how much the conditional scores owe to the start
-        from_noise = sample_block(kind, model, independent, class_independent, acfg.uniform_start_chains, sweeps,
-                                  [sweeps], "uniform", generator)
+    comparison = None
+    if kind in CONDITIONAL and acfg.comparison_start_chains:
+        # the same sampler from the other start: how much the conditional scores owe to the start
+        other = next(start for start in STARTS if start != acfg.conditional_start)
+        comparison = sample_block(kind, model, independent, class_independent, acfg.comparison_start_chains, sweeps,
+                                  [sweeps], other, generator)
     if model is not None:
         n_pll = min(acfg.pll_images, len(data.test_x))
         labels = torch.from_numpy(data.test_y[:n_pll]) if kind in CONDITIONAL else None
@@ -916,9 +919,9 @@ def evaluate_job(config: Mapping[str, Any], analysis: Mapping[str, Any], mnist4:
     clf = load_reference_classifier(reference_model, device=torch_device)
     scores, score_extra = score_samples(clf, run, run.labels, checkpoints, reference_stats)
     metrics.update(scores)
-    if from_noise is not None:
-        metrics["conditional_recognition_uniform_start"] = conditional_recognition(clf, to_grey(from_noise.images),
-                                                                                  from_noise.labels)
+    if comparison is not None:
+        metrics[f"conditional_recognition_{other}_start"] = conditional_recognition(clf, to_grey(comparison.images),
+                                                                                   comparison.labels)
     metrics.update(ceiling_scores(clf, data, acfg.ceiling_images, reference_stats))
     relative_to_ceiling(metrics)
     extra.update(score_extra)
