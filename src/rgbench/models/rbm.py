@@ -149,9 +149,9 @@ class CategoricalRBM(nn.Module):
         has a few percent of its units on, so the sum of the active units' columns of W (an
         embedding bag over W^T) costs about a quarter of the dense product; dense when more
         than SPARSE_HIDDEN of the units are on (e.g. annealing near beta = 0)."""
+        if int(torch.count_nonzero(h)) > SPARSE_HIDDEN * h.numel():
+            return h @ self.weight.t()  # no index list built on this path
         active = h.nonzero()
-        if len(active) > SPARSE_HIDDEN * h.numel():
-            return h @ self.weight.t()
         offsets = torch.zeros(len(h), dtype=torch.long, device=h.device)
         offsets[1:] = torch.bincount(active[:, 0], minlength=len(h)).cumsum(0)[:-1]
         return F.embedding_bag(active[:, 1], self.weight.t().contiguous(), offsets, mode="sum")
