@@ -1,4 +1,4 @@
-"""Thorough Gibbs sampler speed run on the 28x28 4-level Potts grid (not a test).
+"""Thorough Gibbs sampler speed run on the 28x28 4-level Potts lattice (not a test).
 
     python benchmarks/potts_sampler_speed.py [--chains 1 64 1024 8192] [--seconds 1.0]
         [--repeats 5] [--threads 2] [--rbm results/runs/potts_ebm/model-rbm_seed-0/model.pt]
@@ -32,26 +32,28 @@ import pandas as pd
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+from rgbench.data.preprocess import CLASSES, LEVELS  # noqa: E402
 from rgbench.models.potts_thrml import configure_jax  # noqa: E402
 
 
 def rbm_rates(model_path: Path, chains: int, sweeps: int, seed: int) -> list[dict]:
     """Chain-sweeps per second (wall and CPU) of our torch block Gibbs and of THRML's layer
     program on the same trained RBM, from the same uniform-noise start."""
-    from rgbench.experiments.potts_ebm import load_trained, thrml_graph
-    from rgbench.models.potts_thrml import ThrmlSampler
+    from rgbench.models.pcd import load_trained
+    from rgbench.models.potts_thrml import ThrmlSampler, thrml_graph
 
     kind, model, _ = load_trained(model_path)
     generator = torch.Generator().manual_seed(seed)
-    x = torch.randint(0, 4, (chains, 28, 28), dtype=torch.uint8, generator=generator)
-    labels = torch.arange(chains) % 10 if model.conditional else None
+    side = model.config.height, model.config.width
+    x = torch.randint(0, LEVELS, (chains, *side), dtype=torch.uint8, generator=generator)
+    labels = torch.arange(chains) % CLASSES if model.conditional else None
     model.gibbs(x, labels, 1, generator)  # warm-up
     wall, cpu = time.perf_counter(), time.process_time()
     model.gibbs(x, labels, sweeps, generator)
     rows = [{"sampler": "block (torch)", "model": kind, "chains": chains, "sweeps": sweeps,
              "chain_sweeps_per_s": chains * sweeps / (time.perf_counter() - wall),
              "chain_sweeps_per_cpu_s": chains * sweeps / (time.process_time() - cpu), "first_call_s": 0.0}]
-    graph, params, to_images = thrml_graph(kind, model)
+    graph, params, to_images = thrml_graph(model)
     sampler = ThrmlSampler(graph.program, graph.blocks)
     state = graph.to_state(x.numpy(), np.random.default_rng(seed))
     clamp = graph.clamp(labels.numpy() if labels is not None else None, chains)

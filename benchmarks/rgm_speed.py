@@ -19,10 +19,12 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))   # this checkout's package first
-from rgbench.config import default_config  # noqa: E402
-from rgbench.experiments.rgm import model_config, stream_exemplars  # noqa: E402
+from rgbench.config import build, default_config  # noqa: E402
+from rgbench.experiments.rgm import MODEL_KEYS, stream_exemplars  # noqa: E402
 from rgbench.io import load_npz  # noqa: E402
-from rgbench.models.rgm import RGM, fit_quantiser  # noqa: E402
+from rgbench.models.rgm import RGM  # noqa: E402
+from rgbench.models.rgm_config import RGMConfig  # noqa: E402
+from rgbench.models.rgm_quantiser import fit_quantiser  # noqa: E402
 
 TARGET_LEARN, TARGET_INFER, FULL = 60.0, 10.0, 10_000
 
@@ -34,7 +36,7 @@ def main() -> None:
     parser.add_argument("--infer", type=int, default=FULL, help="official test images to classify (timed)")
     args = parser.parse_args()
     section = default_config()["rgm"]
-    config = model_config(section)
+    config = build(RGMConfig, {key: section[key] for key in MODEL_KEYS})
     data = load_npz(f"{args.results}/data/mnist/mnist32_rgm.npz")
     images, labels = data["train_rgm"], data["train_labels"]
     stream = np.arange(section["data"]["stream_size"])

@@ -10,4 +10,5 @@ with snakemake_job(snakemake, torch_threads=False) as job:  # noqa: F821
     settings = job.config
     for kind in ("claims", "targets"):
         write_claims_table(job.input[kind], settings["tables"], settings["enabled"], job.output[kind],
-                           preset=settings["preset"], experiments=list(settings["enabled"]))
+                           preset=settings["preset"], experiments=list(settings["enabled"]),
+                           probe=settings["probe"])

@@ -39,12 +39,12 @@ def main() -> None:
     args = parser.parse_args()
 
     torch.set_num_threads(args.threads)
-    section = default_config()["glonet"]
+    config = default_config()["glonet"]
     if args.preset:
         grids = (yaml.safe_load(Path(args.preset).read_text()).get("glonet") or {}).get("grids", {})
         for name, values in grids.items():
-            section["grids"].setdefault(name, {}).update(values)
-    rows = lr_sweep(section, args.grid, args.mnist28, args.lrs, args.models, args.depths, args.seeds,
+            config["grids"].setdefault(name, {}).update(values)
+    rows = lr_sweep(config, args.grid, args.mnist28, args.lrs, args.models, args.depths, args.seeds,
                     device=args.device)
     if args.out:
         Path(args.out).write_text("".join(json.dumps(row) + "\n" for row in rows))

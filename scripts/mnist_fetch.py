@@ -7,5 +7,6 @@ from rgbench.data.mnist import fetch_mnist  # noqa: E402
 from rgbench.job import snakemake_job  # noqa: E402
 
 with snakemake_job(snakemake, torch_threads=False) as job:  # noqa: F821
-    # mnist_source is a locator (not a tracked setting): the expected SHA-256 (params) decide.
-    fetch_mnist(job.workflow_config["mnist_source"], Path(job.output[0]).parent, expected=dict(job.smk.params.sha256))
+    # mnist_source is a locator (not a tracked setting); the hand-off, the SHA-256 each file
+    # must have, decides.
+    fetch_mnist(job.workflow_config["mnist_source"], Path(job.output[0]).parent, expected=dict(job.config))

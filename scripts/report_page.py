@@ -18,6 +18,7 @@ with snakemake_job(snakemake, torch_threads=False) as job:  # noqa: F821
         targets_csv=job.input.targets,
         costs_csv=job.input.costs,
         costs_summary_csv=job.input.costs_summary,
+        paper_cost_csv=job.input.paper_cost[0] if len(job.input.paper_cost) else None,
         rulegraph_dot=job.input.rulegraph,
         rule_stages=settings["rule_stages"],
         caption_patterns=settings["caption_patterns"],

@@ -7,4 +7,4 @@ from rgbench.experiments.rgm import ablation_table_job  # noqa: E402
 from rgbench.job import snakemake_job  # noqa: E402
 
 with snakemake_job(snakemake, torch_threads=False) as job:  # noqa: F821
-    ablation_table_job(list(job.input), job.config["descriptions"], job.output[0])
+    ablation_table_job(list(job.input), job.config, job.output[0])

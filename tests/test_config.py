@@ -143,10 +143,11 @@ def test_only_gpu_capable_families_may_ask_for_a_gpu() -> None:
 def _config_dataclasses():
     from rgbench.evaluation.reference import ReferenceConfig
     from rgbench.experiments.glonet import GloNetRunConfig
-    from rgbench.experiments.potts_ebm import AnalysisConfig, GridTrainConfig, PottsRunConfig, RBMTrainConfig
+    from rgbench.experiments.potts_ebm import AnalysisConfig, PottsRunConfig
     from rgbench.experiments.reference_classifier import ReferenceTrainConfig
     from rgbench.experiments.sampler_bench import SamplerBenchConfig
     from rgbench.experiments.spatial_rgm import SpatialEvalConfig, SpatialRunConfig
+    from rgbench.models.pcd import LatticeTrainConfig, RBMTrainConfig
     from rgbench.models.spatial_rgm import GumbelConfig, SpatialLossConfig, SpatialRGMConfig
 
     config = default_config()
@@ -157,7 +158,7 @@ def _config_dataclasses():
         (ReferenceConfig, config["reference_classifier"]),
         (PottsRunConfig, config["potts_ebm"]),
         (AnalysisConfig, config["potts_ebm"]["analysis"]),
-        (GridTrainConfig, config["potts_ebm"]["pcd"]),
+        (LatticeTrainConfig, config["potts_ebm"]["pcd"]),
         (RBMTrainConfig, config["potts_ebm"]["rbm"]),
         (SamplerBenchConfig, config["sampler_bench"]),
         (SpatialRGMConfig, spatial["model"]),

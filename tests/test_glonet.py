@@ -16,7 +16,11 @@ import torch
 from helpers import default_config, merged
 from rgbench.config import ConfigError
 from rgbench.experiments.glonet import (
+    MEASURE_KEYS,
+    RECIPE_KEYS,
+    RUN_KEYS,
     Data,
+    GloNetRunConfig,
     best_exit_k,
     grid_run_config,
     layer_statistics,
@@ -32,7 +36,6 @@ from rgbench.models.glonet import (
     TRUNCATED_STD,
     DepthNet,
     DepthNetConfig,
-    count_linear_layers,
     init_linear,
     replication_parameter_norms,
     target_weight_variance,
@@ -166,22 +169,23 @@ def test_shapes_and_layer_counts(model: str, hidden: int) -> None:
     net = DepthNet(config)
     x = torch.rand(5, 1, 28, 28)
     assert net(x).shape == (5, 10)
-    outputs = net.layer_outputs(x)
+    outputs = [h for _, h, _ in net.iter_layers(x)]
     assert len(outputs) == hidden and all(h.shape == (5, 16) for h in outputs)
-    assert count_linear_layers(net) == hidden + 1 == config.linear_layers
+    # the provenance's linear_layers is what the net holds: the hidden layers and the head
+    assert sum(isinstance(m, torch.nn.Linear) for m in net.modules()) == hidden + 1 == config.linear_layers
     expected_params = (784 * 16 + 16) + (hidden - 1) * (16 * 16 + 16) + (16 * 10 + 10)
     assert sum(p.numel() for p in net.parameters()) == expected_params
     assert train_flops_per_sample(config) == 4 * 784 * 16 + 6 * ((hidden - 1) * 256 + 160)
 
 
 def test_depth_conventions() -> None:
-    section = default_config()["glonet"]
-    linear = grid_run_config(section, "seed", "GloNet", 6, 0)
-    hidden = grid_run_config(section, "notebook", "GloNet", 6, 0)
+    glonet = default_config()["glonet"]
+    linear = grid_run_config(glonet, "seed", "GloNet", 6, 0)
+    hidden = grid_run_config(glonet, "notebook", "GloNet", 6, 0)
     assert linear.hidden_layers == 5 and linear.net_config().linear_layers == 6
     assert hidden.hidden_layers == 6 and hidden.net_config().linear_layers == 7
     with pytest.raises(ValueError, match="no hidden layer"):
-        grid_run_config(section, "seed", "GloNet", 1, 0)
+        grid_run_config(glonet, "seed", "GloNet", 1, 0)
 
 
 def test_glonet_sum_mlp_and_resmlp_on_hand_set_weights() -> None:
@@ -197,12 +201,6 @@ def test_glonet_sum_mlp_and_resmlp_on_hand_set_weights() -> None:
     assert hand_set_net("ResMLP", residual_start=2)(x).item() == 4.5
     # the notebook's MLP returns its last hidden layer itself: h3 = [2, 0]
     assert hand_set_net("MLP", mlp_output="hidden")(x).tolist() == [[2.0, 0.0]]
-    # early exit: head on the sum of the first k layers: [1,2] -> 3.5, [3,2] -> 5.5, [5,2] -> 7.5
-    exits = hand_set_net("GloNet").early_exit_logits(x)
-    assert exits.shape == (3, 1, 1)
-    assert exits.flatten().tolist() == [3.5, 5.5, 7.5]
-    with pytest.raises(ValueError, match="MLP"):
-        hand_set_net("MLP").early_exit_logits(x)
 
 
 def test_unused_head_gets_no_gradient() -> None:
@@ -232,15 +230,15 @@ def test_bad_configs_fail_clearly() -> None:
         net_config(residual_start=0)
     with pytest.raises(ValueError, match="features >= 10"):
         net_config(model="MLP", mlp_output="hidden", features=8)
-    section = default_config()["glonet"]
+    glonet = default_config()["glonet"]
     with pytest.raises(ValueError, match="optimizer"):
-        grid_run_config(section, "seed", "GloNet", 6, 0, optimizer="rmsprop")
+        grid_run_config(glonet, "seed", "GloNet", 6, 0, optimizer="rmsprop")
     with pytest.raises(ValueError, match="lr"):
-        grid_run_config(section, "seed", "GloNet", 6, 0, lr=0.0)
+        grid_run_config(glonet, "seed", "GloNet", 6, 0, lr=0.0)
     with pytest.raises(ValueError, match="depth_counts"):
-        grid_run_config(section, "seed", "GloNet", 6, 0, depth_counts="layers")
+        grid_run_config(glonet, "seed", "GloNet", 6, 0, depth_counts="layers")
     with pytest.raises(ConfigError, match="unknown|ratee"):
-        grid_run_config(section, "seed", "GloNet", 6, 0, learning_ratee=0.1)
+        grid_run_config(glonet, "seed", "GloNet", 6, 0, learning_ratee=0.1)
 
 
 # --- measures ------------------------------------------------------------------------
@@ -281,6 +279,23 @@ def test_layer_statistics_on_hand_set_net() -> None:
     # in batches of 1 the divisor is 2 batches * 1 and the max is taken per sample
     single = layer_statistics(net, x, torch.tensor([0, 0]), batch_size=1)
     np.testing.assert_allclose(single["replication_l1"], [(2 + 1) / 2, (2 + 1) / 2, (2 + 1) / 2])
+
+
+def test_early_exit_reads_the_head_on_the_sum_of_the_first_k_layers() -> None:
+    # Two classes, the head the identity: the exit logits after k layers are the stream.
+    # x = [1, 2]: streams s1 = [1, 2] -> class 1; s2 = [3, 2] -> class 0; s3 = [5, 2] -> 0.
+    x = torch.tensor([[1.0, 2.0]])
+    net = hand_set_net("GloNet", mlp_output="hidden")  # 2 classes (the MLP-only output switch is moot)
+    with torch.no_grad():
+        net.head.weight.copy_(torch.eye(2))
+        net.head.bias.zero_()
+    np.testing.assert_allclose(layer_statistics(net, x, torch.tensor([0]), batch_size=1)["exit_accuracy"],
+                               [0.0, 1.0, 1.0])
+    np.testing.assert_allclose(layer_statistics(net, x, torch.tensor([1]), batch_size=1)["exit_accuracy"],
+                               [1.0, 0.0, 0.0])
+    # an MLP's head reads the last layer only: early exit is undefined
+    mlp = layer_statistics(hand_set_net("MLP"), x, torch.tensor([0]), batch_size=1)
+    assert np.isnan(mlp["exit_accuracy"]).all()
 
 
 def test_replication_parameter_norms() -> None:
@@ -462,16 +477,43 @@ def test_schema_accepts_presets_and_rejects_typos(repo_root: Path) -> None:
         "glonet", Resource.from_contents(schema)))
     base = default_config()
     for overlay in ("config/smoke.yaml", "config/paper.yaml", None):
-        section = merged(base, yaml.safe_load((repo_root / overlay).read_text()) if overlay else {})["glonet"]
-        validator.validate(section)
-    section = base["glonet"]
+        glonet = merged(base, yaml.safe_load((repo_root / overlay).read_text()) if overlay else {})["glonet"]
+        validator.validate(glonet)
+    glonet = base["glonet"]
     bad = [
-        merged(section, {"grids": {"seed": {"depth": [6]}}}),  # misspelt key
-        merged(section, {"grids": {"seed": {"models": ["ResNet"]}}}),
-        merged(section, {"grids": {"seed": {"init": "xavier"}}}),
-        merged(section, {"grids": {"Seed2": dict(section["grids"]["seed"])}}),  # bad grid name
-        merged(section, {"grids": {"extra": {"models": ["MLP"]}}}),  # a new grid must state its whole recipe
+        merged(glonet, {"grids": {"seed": {"depth": [6]}}}),  # misspelt key
+        merged(glonet, {"grids": {"seed": {"models": ["ResNet"]}}}),
+        merged(glonet, {"grids": {"seed": {"init": "xavier"}}}),
+        merged(glonet, {"grids": {"Seed2": dict(glonet["grids"]["seed"])}}),  # bad grid name
+        merged(glonet, {"grids": {"extra": {"models": ["MLP"]}}}),  # a new grid must state its whole recipe
     ]
     for config in bad:
         with pytest.raises(jsonschema.ValidationError):
             validator.validate(config)
+
+
+def _smk_list(text: str, name: str) -> list[str]:
+    """The literal list assigned to ``name`` in a .smk file."""
+    import ast
+
+    for node in ast.parse(text).body:
+        if isinstance(node, ast.Assign) and [t.id for t in node.targets if isinstance(t, ast.Name)] == [name]:
+            return ast.literal_eval(node.value)
+    raise AssertionError(f"{name} is not assigned in the file")
+
+
+def test_workflow_hand_off_keys_are_the_run_config_fields(repo_root: Path) -> None:
+    """glonet_functions.smk restates the run config's key lists (importing the package
+    there would load torch at every Snakemake start): the lists, the dataclass and the
+    schema's grid keys must name the same keys."""
+    import dataclasses
+
+    import yaml
+
+    text = (repo_root / "workflow/rules/glonet_functions.smk").read_text()
+    assert _smk_list(text, "GLONET_RECIPE_KEYS") == list(RECIPE_KEYS)
+    assert _smk_list(text, "GLONET_MEASURE_KEYS") == list(MEASURE_KEYS)
+    assert {f.name for f in dataclasses.fields(GloNetRunConfig)} == {*RUN_KEYS, *MEASURE_KEYS, *RECIPE_KEYS}
+    schema = yaml.safe_load((repo_root / "workflow/schemas/glonet.schema.yaml").read_text())
+    assert set(schema["$defs"]["grid"]["required"]) == {"enabled", "models", "depths", "seeds", *RECIPE_KEYS}
+    assert set(schema["required"]) == {"enabled", "grids", *MEASURE_KEYS}

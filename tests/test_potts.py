@@ -1,4 +1,4 @@
-"""Grid Potts EBMs and their samplers: exactness on grids small enough to enumerate."""
+"""Lattice Potts EBMs and their samplers: exactness on lattices small enough to enumerate."""
 
 from __future__ import annotations
 
@@ -9,8 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from rgbench.experiments.potts_ebm import GridPCDTrainer, GridTrainConfig, chain_labels, chain_start, steps_to_digit
+from rgbench.evaluation.samples import steps_to_digit
+from rgbench.experiments.potts_ebm import chain_labels, chain_start
 from rgbench.experiments.sampler_bench import run_bench, speedups, timed_runs
+from rgbench.models.pcd import LatticePCDTrainer, LatticeTrainConfig
 from rgbench.models.potts import (IndependentModel, PottsConfig, PottsModel, ais_potts, integrated_autocorrelation_time,
                                   raise_potts)
 from rgbench.models.rbm import power_schedule
@@ -21,8 +23,8 @@ BACKENDS = ["torch"] + (["numba"] if numba_available() else [])
 
 
 def all_states(height: int = H, width: int = W) -> torch.Tensor:
-    grid = list(itertools.product(range(4), repeat=height * width))
-    return torch.tensor(grid, dtype=torch.uint8).view(-1, height, width)
+    states = list(itertools.product(range(4), repeat=height * width))
+    return torch.tensor(states, dtype=torch.uint8).view(-1, height, width)
 
 
 def small_model(classes: int = 1, seed: int = 0, w_h: float = 0.9, w_v: float = -0.6) -> PottsModel:
@@ -127,8 +129,8 @@ def test_numba_blocks_group_chains_by_class():
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_odd_grid_and_interleaved_labels(backend):
-    """A 3x3 grid (odd sides) with labels interleaved in chain order: each chain keeps its
+def test_odd_lattice_and_interleaved_labels(backend):
+    """A 3x3 lattice (odd sides) with labels interleaved in chain order: each chain keeps its
     own label's distribution, and the state keeps its chain order."""
     generator = torch.Generator().manual_seed(9)
     model = PottsModel(PottsConfig(height=3, width=3, classes=2))
@@ -169,7 +171,7 @@ def test_sampler_is_reproducible_and_checks_inputs():
 def test_pcd_runs_k_sweeps_with_current_parameters():
     model = small_model()
     chains = torch.zeros(256, H, W, dtype=torch.uint8)
-    trainer = GridPCDTrainer(model, chains.clone(), None, sweeps=3, persistent=True)
+    trainer = LatticePCDTrainer(model, chains.clone(), None, sweeps=3, persistent=True)
     data = (torch.randint(0, 4, (32, H, W), dtype=torch.uint8), torch.zeros(32, dtype=torch.long))
     # exactly k = 3 sweeps of the current model: replaying them by hand gives the same chains
     torch.manual_seed(11)
@@ -193,12 +195,14 @@ def test_pcd_runs_k_sweeps_with_current_parameters():
     optimizer.step()
     assert not torch.equal(before, model.bias.detach())
     with pytest.raises(ValueError):
-        GridTrainConfig(epochs=1, batch_size=10, lr=0.01, chains=10, sweeps=0, persistent=True)
+        LatticeTrainConfig(epochs=1, batch_size=10, lr=0.01, chains=10, sweeps=0, persistent=True, val_images=10)
+    with pytest.raises(ValueError, match="val_images"):
+        LatticeTrainConfig(epochs=1, batch_size=10, lr=0.01, chains=10, sweeps=1, persistent=True, val_images=0)
 
 
 def test_cd_restarts_from_the_data():
     model = small_model()
-    trainer = GridPCDTrainer(model, torch.zeros(8, H, W, dtype=torch.uint8), None, sweeps=1, persistent=False)
+    trainer = LatticePCDTrainer(model, torch.zeros(8, H, W, dtype=torch.uint8), None, sweeps=1, persistent=False)
     data = torch.full((16, H, W), 2, dtype=torch.uint8)
     negative, _ = trainer.negatives(data, torch.zeros(16, dtype=torch.long))
     assert negative.shape == data.shape
@@ -367,3 +371,47 @@ def test_threaded_numba_sweeps_equal_single_threaded_ones():
         finals.append(sampler.unpad(state))
     assert torch.equal(finals[0], finals[1])
     assert not torch.equal(finals[0], start)
+
+
+class LevelClassifier:
+    """A stand-in reference classifier: an image whose top-left pixel is level l > 0 is
+    digit l with confidence 0.95; level 0 is nobody's digit (uniform probabilities)."""
+
+    def predict_proba(self, grey: np.ndarray) -> np.ndarray:
+        level = np.rint(np.asarray(grey)[:, 0, 0] * 3).astype(int)
+        probs = np.full((len(grey), 10), 0.05 / 9)
+        probs[np.arange(len(grey)), level] = 0.95
+        probs[level == 0] = 0.1
+        return probs
+
+    def features(self, grey: np.ndarray) -> np.ndarray:
+        return np.asarray(grey, dtype=np.float64).reshape(len(grey), -1)[:, :2]
+
+
+def test_scores_need_only_samples_and_labels(tmp_path):
+    from rgbench.evaluation.samples import SampleRun, ceiling_scores, relative_to_ceiling, score_samples
+
+    np.savez(tmp_path / "stats.npz", mu=np.zeros(2), sigma=np.eye(2))
+    flat = lambda levels: np.repeat(np.asarray(levels, dtype=np.uint8), 4).reshape(-1, 2, 2)  # noqa: E731
+    labels = np.array([1, 2, 3, 1])
+    run = SampleRun(flat([1, 2, 3, 2]), {1: flat([0, 2, 3, 0]), 5: flat([1, 2, 3, 2])}, labels, 0.5, 0.25,
+                    start=flat([0, 0, 3, 1]))
+    metrics, extra = score_samples(LevelClassifier(), run, labels, [1, 5], tmp_path / "stats.npz")
+    # chains become their digit at sweeps 5, 1, 1 and never (the last drifts to digit 2)
+    assert metrics["steps_to_digit"] == 3.0 and metrics["digit_fraction"] == 0.75
+    assert metrics["seconds_to_digit"] == 1.5 and metrics["chain_sweeps_per_cpu_second"] == 16.0
+    assert extra["digit_fraction_by_sweep"] == {1: 0.5, 5: 0.75}
+    assert metrics["recognisable_fraction"] == 1.0 and metrics["conditional_recognition"] == 0.75
+    assert metrics["start_digit_fraction"] == 0.5 and metrics["start_conditional_recognition"] == 0.5
+    assert "fid_mode" not in metrics  # no mode view in this run
+    ceiling = ceiling_scores(LevelClassifier(), flat([1, 0, 3, 3]), np.array([1, 5, 3, 0]), 3, tmp_path / "stats.npz")
+    assert ceiling["ceiling_recognisable_fraction"] == pytest.approx(2 / 3)  # the first 3 images only
+    assert ceiling["ceiling_conditional_recognition"] == pytest.approx(2 / 3)
+    metrics.update(ceiling)
+    relative_to_ceiling(metrics)
+    assert metrics["recognisable_fraction_vs_ceiling"] == pytest.approx(1.5)
+
+
+def test_parameter_counts_are_the_free_parameters():
+    assert PottsModel(PottsConfig()).parameter_count() == 28 * 28 * 4 + 2  # the seed's 3,138
+    assert PottsModel(PottsConfig(classes=10)).parameter_count() == 10 * 28 * 28 * 4 + 2

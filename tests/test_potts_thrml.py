@@ -1,13 +1,15 @@
 """THRML programs of the potts_ebm models sample the same distributions as our samplers.
 
 Each THRML program costs a JAX compilation of 10-25 s, so these tests are few and tiny:
-one class-conditional grid and one class-conditional RBM, each checked against exact
+one class-conditional lattice and one class-conditional RBM, each checked against exact
 enumeration (which also covers the unconditional forms: same factors without the label).
 """
 
 from __future__ import annotations
 
 import itertools
+import os
+import sys
 import math
 
 import numpy as np
@@ -19,7 +21,7 @@ from rgbench.models.potts_thrml import configure_jax
 configure_jax(1)
 
 from rgbench.models.potts import PottsConfig, PottsModel  # noqa: E402
-from rgbench.models.potts_thrml import GridFactorGraph, RBMLayerGraph, ThrmlSampler  # noqa: E402
+from rgbench.models.potts_thrml import LatticeFactorGraph, RBMLayerGraph, ThrmlSampler, thrml_graph  # noqa: E402
 from rgbench.models.rbm import CategoricalRBM, RBMConfig  # noqa: E402
 
 pytestmark = pytest.mark.slow
@@ -39,20 +41,19 @@ def tv_bound(p: np.ndarray, n: int) -> float:
     return 0.5 * np.sqrt(p * (1 - p) / n).sum() + math.sqrt(math.log(1e6) / (2 * n))
 
 
-def test_grid_factor_graph_samples_the_conditional_potts_model():
+def test_lattice_factor_graph_samples_the_conditional_potts_model():
     height, width, n = 2, 3, 30_000
     generator = torch.Generator().manual_seed(0)
     model = PottsModel(PottsConfig(height=height, width=width, classes=2))
     with torch.no_grad():
         model.bias.copy_(1.2 * torch.randn(model.bias.shape, generator=generator))
         model.coupling.copy_(torch.tensor([0.9, -0.6]))
-    graph = GridFactorGraph(height, width, classes=2)
+    graph, params, to_images = thrml_graph(model)  # the jobs' wiring of a trained model
+    assert isinstance(graph, LatticeFactorGraph) and params[0].shape == (2, height * width, 4)
     sampler = ThrmlSampler(graph.program, graph.blocks, sweeps_per_call=5)
     labels = np.arange(n) % 2
-    bias, w_h, w_v = model.sampler_parameters()
-    params = (bias.numpy().reshape(2, -1, 4), np.float32(w_h), np.float32(w_v))
     start = graph.to_state(np.zeros((n, height, width), dtype=np.uint8))
-    run = sampler.run(params, start, graph.clamp(labels, n), 20, seed=1, to_images=graph.to_images, checkpoints=(5,))
+    run = sampler.run(params, start, graph.clamp(labels, n), 20, seed=1, to_images=to_images, checkpoints=(5,))
     assert run.images.shape == (n, height, width) and set(run.snapshots) == {5}
     states = torch.tensor(list(itertools.product(range(4), repeat=height * width)), dtype=torch.uint8)
     states = states.view(-1, height, width)
@@ -76,14 +77,12 @@ def test_rbm_layer_program_samples_the_clamped_conditional():
     with torch.no_grad():
         model.visible_bias.normal_()
         model.hidden_bias.normal_()
-    graph = RBMLayerGraph(4, 3, classes=3)
+    graph, params, to_images = thrml_graph(model)
+    assert isinstance(graph, RBMLayerGraph) and len(params) == 4  # weights, biases and the label weights
     sampler = ThrmlSampler(graph.program, graph.blocks, sweeps_per_call=10)
     labels = np.arange(n) % 3
-    params = tuple(t.detach().numpy() for t in (model.weight, model.visible_bias, model.hidden_bias,
-                                                 model.label_weight))
     start = graph.to_state(np.zeros((n, 2, 2), dtype=np.uint8), np.random.default_rng(0))
-    run = sampler.run(params, start, graph.clamp(labels, n), 30, seed=2,
-                      to_images=lambda state: graph.to_images(state, 2, 2))
+    run = sampler.run(params, start, graph.clamp(labels, n), 30, seed=2, to_images=to_images)
     assert run.final_state[0].shape == (n, 1, 3)  # the hidden layer's last state, for the mode view
     states = torch.tensor(list(itertools.product(range(4), repeat=4)), dtype=torch.uint8).view(-1, 2, 2)
     for k in range(3):
@@ -92,3 +91,15 @@ def test_rbm_layer_program_samples_the_clamped_conditional():
         assert total_variation(run.images[labels == k], p) < tv_bound(p, n // 3)
     with pytest.raises(ValueError):
         sampler.run(params, start, graph.clamp(labels, n), 15, seed=2, to_images=lambda s: s)
+
+
+@pytest.mark.parametrize("threads, expected", [(1, "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"),
+                                               (2, "")])
+def test_configure_jax_writes_only_flags_xla_accepts(monkeypatch: pytest.MonkeyPatch, threads: int,
+                                                     expected: str) -> None:
+    """One thread: the eigen switch and the thread count together; more: XLA's default (a bare
+    intra_op_parallelism_threads=N is read as a file name and aborts XLA)."""
+    monkeypatch.delitem(sys.modules, "jax", raising=False)
+    monkeypatch.setenv("XLA_FLAGS", "")
+    configure_jax(threads)
+    assert os.environ["XLA_FLAGS"] == expected

@@ -1,4 +1,4 @@
-"""Cached preprocessing: discretisation, exemplars, balanced subsets, RGM inputs."""
+"""Cached preprocessing: the 4-level images (levels, grey, splits), exemplars, balanced subsets."""
 
 from __future__ import annotations
 
@@ -7,23 +7,55 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import yaml
+
 from rgbench.data.preprocess import (
+    FOUR_LEVEL_EDGES,
+    LEVELS,
     balanced_subset_index,
     discretise,
     exemplar_index,
-    level_values,
+    levels_to_grey,
+    load_levels,
     rank_equalise,
     resize,
-    rgm_inputs,
 )
 from rgbench.io import load_npz
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_four_level_bins_exact() -> None:
     pixels = np.array([[0, 63, 64, 127, 128, 191, 192, 255]], dtype=np.uint8)
     # 63/255 < .25 <= 64/255, 127/255 < .5 <= 128/255, 191/255 < .75 <= 192/255
     assert discretise(pixels).tolist() == [[0, 0, 1, 1, 2, 2, 3, 3]]
-    assert np.allclose(level_values(4), [0.125, 0.375, 0.625, 0.875])
+
+
+def test_levels_are_pinned_to_what_the_models_support() -> None:
+    # the config may only give the edges of LEVELS levels: the samplers are written for them
+    schema = yaml.safe_load((ROOT / "workflow/schemas/config.schema.yaml").read_text())
+    edges = schema["properties"]["data"]["properties"]["discrete_edges"]
+    assert edges["minItems"] == edges["maxItems"] == LEVELS - 1 == len(FOUR_LEVEL_EDGES)
+    config = yaml.safe_load((ROOT / "config.yaml").read_text())
+    assert len(config["data"]["discrete_edges"]) == LEVELS - 1
+
+
+def test_levels_are_drawn_as_level_over_the_top_level() -> None:
+    grey = levels_to_grey(np.array([[0, 1], [2, 3]], dtype=np.uint8))
+    assert grey.dtype == np.float32
+    np.testing.assert_array_equal(grey, np.array([[0, 1 / 3], [2 / 3, 1]], dtype=np.float32))
+    assert levels_to_grey(discretise(np.array([[0, 255]], dtype=np.uint8))).tolist() == [[0.0, 1.0]]
+
+
+def test_level_splits_hold_out_the_validation_rows(tmp_path: Path) -> None:
+    train = np.arange(10, dtype=np.uint8).repeat(4).reshape(10, 2, 2) % 4
+    np.savez(tmp_path / "levels.npz", train_levels=train, train_labels=np.arange(10), val_index=np.array([1, 7]),
+             test_levels=train[:6], test_labels=np.arange(6))
+    data = load_levels(tmp_path / "levels.npz", train_limit=5, test_limit=4)
+    assert data.val_y.tolist() == [1, 7] and np.array_equal(data.val_x, train[[1, 7]])
+    assert data.train_y.tolist() == [0, 2, 3, 4, 5]  # the first 5 training rows that are not validation rows
+    assert data.test_y.tolist() == [0, 1, 2, 3] and data.train_y.dtype == np.int64
+    assert len(load_levels(tmp_path / "levels.npz").train_y) == 8
 
 
 def test_discretise_rejects_float_input() -> None:
@@ -57,13 +89,12 @@ def test_rank_equalise_spreads_levels_uniformly() -> None:
     assert rank_equalise(image).tolist() == [[[42, 42], [170, 255]]]
 
 
-def test_resize_and_rgm_inputs_shapes(mnist28: Path) -> None:
+def test_resize_shape_and_range(mnist28: Path) -> None:
     images = load_npz(mnist28)["train_images"][:20]
-    assert resize(images, 32).shape == (20, 32, 32)
-    rgm = rgm_inputs(images, 32, smoothing_sigma=2.0, equalise=True)
-    assert rgm.shape == (20, 32, 32) and rgm.dtype == np.uint8
-    # after rank equalisation every image spans the full grey range
-    assert (rgm.reshape(20, -1).max(axis=1) == 255).all()
+    resized = resize(images, 32)
+    assert resized.shape == (20, 32, 32) and resized.dtype == np.uint8
+    # a digit keeps bright strokes and a black border through the antialiased resize
+    assert (resized.reshape(20, -1).max(axis=1) > 200).all() and (resized[:, 0, :] < 10).all()
 
 
 def test_pipeline_caches_agree(mnist_cache_dir: Path) -> None:

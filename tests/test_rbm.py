@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from rgbench.experiments.potts_ebm import (LevelData, MomentumSchedule, RBMPCDTrainer, RBMTrainConfig, class_prior,
-                                           mixture_log_prob, train_rbm)
+from rgbench.data.preprocess import LevelData
+from rgbench.evaluation.likelihood import class_prior, mixture_log_prob
+from rgbench.models.pcd import MomentumSchedule, RBMPCDTrainer, RBMTrainConfig, train_rbm
 from rgbench.models.potts import IndependentModel
 from rgbench.models.rbm import (CategoricalRBM, RBMConfig, ais_rbm, power_schedule, raise_log_prob,
                                 sample_above_reference)
@@ -247,3 +248,10 @@ def test_discriminative_term_is_the_gradient_of_log_p_y_given_v():
     for name, parameter in model.named_parameters():
         expected = 0.7 * (parameter.grad if parameter.grad is not None else torch.zeros_like(parameter))
         torch.testing.assert_close(hybrid[name] - plain[name], expected, atol=1e-5, rtol=1e-4)
+
+
+def test_parameter_count_has_a_label_layer_only_when_conditional():
+    plain, labelled = tiny_rbm(0), tiny_rbm(3)
+    visible = SIDE * SIDE * 3  # level 0 is every site's reference: no weights or bias of its own
+    assert plain.parameter_count() == visible * HIDDEN + visible + HIDDEN
+    assert labelled.parameter_count() == plain.parameter_count() + 3 * HIDDEN + 3

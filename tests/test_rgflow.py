@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from rgbench.models.rgflow import (Coupling, RGFlow, RGFlowConfig, bits_per_dim, block_pixels, count_parameters,
-                                   latent_levels, nll_nats, to_logit)
+                                   latent_levels, to_logit)
 
 SMALL = dict(couplings=[2], hidden=16, res_blocks=2, mlp_layers=1, prior="laplace")
 
@@ -124,26 +124,29 @@ def test_parameter_counts_and_config_errors() -> None:
 
 
 def test_bpd_of_identity_flow_on_known_input() -> None:
-    # Identity flow, Gaussian prior: NLL = -log N(y) - ldj_logit, computable by hand.
+    # Identity flow, Gaussian prior: NLL = -log N(y) - ldj_logit, computable by hand. The
+    # pipeline's NLL (image_nll) draws its dequantisation noise from a generator seeded
+    # with ``seed``: the same noise is drawn here.
+    from rgbench.experiments.rgflow import image_nll
+
     model = RGFlow(RGFlowConfig(**{**SMALL, "prior": "gaussian"}))
-    images = torch.full((1, 32, 32, 3), 128, dtype=torch.uint8)
-    generator = torch.Generator().manual_seed(0)
+    images = np.full((1, 32, 32, 3), 128, dtype=np.uint8)
     noise = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(0))
     x = (128 + noise) / 256
     y, ldj = to_logit(x)
     expected = float((0.5 * y**2 + 0.5 * math.log(2 * math.pi)).sum() - ldj.sum())
-    with torch.no_grad():
-        nll = nll_nats(model, images, generator=generator)
-    assert abs(float(nll) - expected) < 1e-3
-    assert bits_per_dim(nll, 3072) == pytest.approx((expected / 3072 + math.log(256)) / math.log(2), rel=1e-6)
+    nll = image_nll(model, images, batch_size=1, device=torch.device("cpu"), seed=0)
+    assert nll.shape == (1,) and abs(float(nll[0]) - expected) < 1e-3
+    assert bits_per_dim(float(nll.mean()), 3072) == pytest.approx((expected / 3072 + math.log(256)) / math.log(2),
+                                                                  rel=1e-6)
 
 
-def _section(**train) -> dict:
+def _config(**train) -> dict:
     return {"dataset": "msds1", "prior": "laplace", "label": "test",
             "model": {"couplings": [1], "hidden": 8, "res_blocks": 1, "mlp_layers": 1},
-            "train": {"epochs": 2, "steps_per_epoch": 2, "batch_size": 8, "lr": 1e-3, "weight_decay": 0.0,
-                      "grad_clip": 1.0, "seed": 0, "val_images": 4, "split_seed": 3, "samples_per_epoch": 2,
-                      **train}}
+            "train": {"epochs": 2, "steps_per_epoch": 2, "batch_size": 8, "micro_batch_size": None, "lr": 1e-3,
+                      "weight_decay": 0.0, "grad_clip": 1.0, "seed": 0, "val_images": 4, "split_seed": 3,
+                      "samples_per_epoch": 2, **train}}
 
 
 def _fake_msds(path, n_train: int = 20, n_test: int = 6) -> None:
@@ -158,23 +161,66 @@ def test_training_resume_is_exact(tmp_path) -> None:
     from rgbench.experiments.rgflow import train_job
 
     _fake_msds(tmp_path / "d.npz")
-    section = _section()
+    config = _config()
     for name in ("full", "half", "resumed"):
         (tmp_path / name).mkdir()
-    train_job(section, tmp_path / "d.npz", tmp_path / "full" / "model.pt", device="cpu")
-    one = {**section, "train": {**section["train"], "epochs": 1}}
+    train_job(config, tmp_path / "d.npz", tmp_path / "full" / "model.pt", device="cpu")
+    one = {**config, "train": {**config["train"], "epochs": 1}}
     train_job(one, tmp_path / "d.npz", tmp_path / "half" / "model.pt", device="cpu")
     # The same fingerprint is required to resume: give the epoch-1 checkpoint the full run's.
     ck = torch.load(tmp_path / "half" / "checkpoint.pt", weights_only=False)
     ck["fingerprint"] = torch.load(tmp_path / "full" / "checkpoint.pt", weights_only=False)["fingerprint"]
     torch.save(ck, tmp_path / "resumed" / "checkpoint.pt")
-    train_job(section, tmp_path / "d.npz", tmp_path / "resumed" / "model.pt", device="cpu")
+    train_job(config, tmp_path / "d.npz", tmp_path / "resumed" / "model.pt", device="cpu")
     full = torch.load(tmp_path / "full" / "model.pt", weights_only=False)
     resumed = torch.load(tmp_path / "resumed" / "model.pt", weights_only=False)
     for key, value in full["model"].items():
         assert torch.equal(value, resumed["model"][key]), key
     assert [h["train_loss"] for h in full["history"]] == [h["train_loss"] for h in resumed["history"]]
     assert full["history"][0]["extra"]["samples"].shape == (2, 32, 32, 3)
+
+
+def test_micro_batches_give_the_whole_batch_step(tmp_path) -> None:
+    """Gradients accumulated over pieces of 3 of a batch of 8 (the dequantisation noise drawn
+    in the same order) train the same weights as the whole batch, up to float rounding."""
+    from rgbench.experiments.rgflow import train_job
+
+    _fake_msds(tmp_path / "d.npz")
+    weights = []
+    for micro in (None, 3):
+        path = tmp_path / f"micro-{micro}" / "model.pt"
+        path.parent.mkdir()
+        train_job(_config(epochs=1, steps_per_epoch=2, micro_batch_size=micro), tmp_path / "d.npz", path,
+                  device="cpu")
+        weights.append(torch.load(path, weights_only=False)["model"])
+    for key, value in weights[0].items():
+        torch.testing.assert_close(value, weights[1][key], rtol=0, atol=1e-5)
+
+
+def test_a_probe_trains_two_steps_and_evaluates_a_few_batches(tmp_path) -> None:
+    import json
+
+    from rgbench.experiments.rgflow import evaluate_job, train_job
+
+    _fake_msds(tmp_path / "d.npz", n_test=12)
+    probe = {"steps": 2, "eval_batches": 1, "max_micro_batch": 2, "rule": "rgflow_train", "family": "train",
+             "benchmark": "b.tsv", "represents": 4}
+    config = _config(epochs=3, steps_per_epoch=5, micro_batch_size=4)
+    train_job({**config, "probe": probe}, tmp_path / "d.npz", tmp_path / "model.pt", device="cpu")
+    state = torch.load(tmp_path / "model.pt", weights_only=False)
+    assert state["steps"] == 2 and len(state["history"]) == 2
+    (fit,) = json.loads((tmp_path / "probe_rgflow_train.json").read_text())["fits"]
+    assert fit["steps_planned"] == 15 and fit["micro_batch_size"] == 4 and fit["probe_micro_batch_size"] == 2
+    assert fit["resumed"] and fit["ops_per_step"] == 2 * fit["ops_per_piece"] + fit["ops_rest"]
+    eval_config = {**config, "eval": {"test_images": None, "batch_size": 4, "samples": 2, "rf_images": 2,
+                                      "mix_pairs": 1}, "probe": {**probe, "rule": "rgflow_evaluate"}}
+    evaluate_job(eval_config, tmp_path / "model.pt", tmp_path / "d.npz", tmp_path / "metrics.json",
+                 tmp_path / "arrays.npz", run_id="r", device="cpu")
+    record = json.loads((tmp_path / "metrics.json").read_text())
+    assert record["provenance"]["probe"] is True and record["provenance"]["n_test"] == 4
+    blocks = json.loads((tmp_path / "probe_rgflow_evaluate.json").read_text())["blocks"]
+    assert blocks["test_bpd"]["scale"] == 3 and blocks["receptive_fields"]["scale"] == 2
+    assert blocks["test_bpd"]["flops"] > 0
 
 
 def test_validation_comes_from_training_images_and_test_is_whole(tmp_path, monkeypatch) -> None:
@@ -204,13 +250,13 @@ def test_validation_comes_from_training_images_and_test_is_whole(tmp_path, monke
 
     monkeypatch.setattr(experiment, "fit", spy_fit)
     monkeypatch.setattr(experiment, "evaluate_bpd", spy_bpd)
-    section = _section(epochs=2, steps_per_epoch=3)
-    experiment.train_job(section, tmp_path / "d.npz", tmp_path / "model.pt", device="cpu")
+    config = _config(epochs=2, steps_per_epoch=3)
+    experiment.train_job(config, tmp_path / "d.npz", tmp_path / "model.pt", device="cpu")
     assert len(seen) == 2 * 3 * 8 and not set(seen) & val_bytes
     assert len(bpd_calls) == 2 and all(np.array_equal(images, splits.val) for images in bpd_calls)
-    eval_section = {**section, "eval": {"test_images": None, "batch_size": 4, "samples": 2, "rf_images": 2,
-                                        "mix_pairs": 1}}
-    experiment.evaluate_job(eval_section, tmp_path / "model.pt", tmp_path / "d.npz", tmp_path / "metrics.json",
+    eval_config = {**config, "eval": {"test_images": None, "batch_size": 4, "samples": 2, "rf_images": 2,
+                                      "mix_pairs": 1}}
+    experiment.evaluate_job(eval_config, tmp_path / "model.pt", tmp_path / "d.npz", tmp_path / "metrics.json",
                             tmp_path / "arrays.npz", run_id="r", device="cpu")
     assert np.array_equal(bpd_calls[-1], splits.test) and len(bpd_calls) == 3
     record = json.loads((tmp_path / "metrics.json").read_text())
@@ -221,7 +267,7 @@ def test_validation_comes_from_training_images_and_test_is_whole(tmp_path, monke
     assert 0 < metrics["test_bpd"] < 20 and metrics["steps"] == 6
     # bad hand-offs fail naming the key
     with pytest.raises(Exception, match="split_seed"):
-        experiment.train_job({**section, "train": {k: v for k, v in section["train"].items() if k != "split_seed"}},
+        experiment.train_job({**config, "train": {k: v for k, v in config["train"].items() if k != "split_seed"}},
                              tmp_path / "d.npz", tmp_path / "x.pt", device="cpu")
     with pytest.raises(ValueError, match="val_images"):
         experiment.load_splits(tmp_path / "d.npz", val_images=20, split_seed=0)

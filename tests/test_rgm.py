@@ -13,16 +13,28 @@ import pytest
 from scipy import ndimage, special
 
 from rgbench.config import ConfigError, build, default_config
-from rgbench.data.preprocess import fwhm_to_sigma, ordinal_ranks, smooth
-from rgbench.experiments.rgm import merge, model_config, slice_indices, stream_indices, validation_indices
-from rgbench.models.rgm import (RGM, HierarchyConfig, InferenceConfig, LearningConfig, QuantiserConfig, RGMConfig,
-                                Tensors, binomial_se, confident_half_accuracy, fit_quantiser, make_groups)
+from rgbench.data.preprocess import ordinal_ranks, smooth
+from rgbench.evaluation.accuracy import accuracy_by_elbo_quantile, confident_half_accuracy
+from rgbench.evaluation.stats import binomial_se
+from rgbench.experiments.rgm import (FIT_SET_CHOICES, MODEL_KEYS, PROTOCOL_FITS, PROTOCOL_IMAGES, AblationRun,
+                                     AblationTableConfig, EvaluationData, EvaluationRun, FitRecipe, FitRun, FittedRun,
+                                     SamplesConfig, SamplesRun, SplitData, StreamData, evaluation_split, merge)
+from rgbench.models.rgm import RGM
+from rgbench.models.rgm_config import HierarchyConfig, InferenceConfig, LearningConfig, QuantiserConfig, RGMConfig
+from rgbench.models.rgm_quantiser import fit_quantiser, make_groups
+from rgbench.models.rgm_tensors import Tensors
 
 
 def settings(**changes) -> dict:
     """The default rgm model settings with ``changes`` ({"quantiser": {...}, ...}) merged in."""
     section = default_config()["rgm"]
-    return merge({key: section[key] for key in ("quantiser", "hierarchy", "learning", "inference")}, changes)
+    return merge({key: section[key] for key in MODEL_KEYS}, changes)
+
+
+def real_counts(t: Tensors) -> np.ndarray:
+    """The counts a family stands for: its stored counts times their scale, spare entries dropped."""
+    P, B, R, S = t.shape
+    return t.a[:, :, :R, :S] * t.scale[:, :, None, None]
 
 
 TINY = {"quantiser": {"image_size": 8, "tile": 4, "tiling": "square", "max_modes": 3, "n_bins": 3},
@@ -51,7 +63,7 @@ def test_ordinal_ranks_break_ties_in_column_major_order():
 
 
 def test_smoothing_matches_spm_conv_mirror_padding():
-    sigma = fwhm_to_sigma(2.0)
+    sigma = 2.0 / math.sqrt(8.0 * math.log(2.0))   # FWHM 2 px, as config's smoothing_sigma
     assert sigma == pytest.approx(0.8493, abs=1e-4)
     rng = np.random.default_rng(0)
     image = rng.random((1, 9, 9))
@@ -120,19 +132,19 @@ def test_structure_learning_is_lossless_on_real_exemplars(mnist_cache_dir):
     assert config.level_sides == [4, 2, 1]
     assert [len(s) for s in report.n_states] == [16, 4, 1]
     assert all(max(s) <= 130 for s in report.n_states) and report.top_states == 130
-    # lossless: from each exemplar's top state, the most likely state of every factor below
-    # and the most likely bin of every outcome give back its own codes
+    # lossless: from each exemplar's top state (130 distinct exemplars, so states in order of
+    # first appearance: exemplar e has top state e), the most likely state of every factor
+    # below and the most likely bin of every outcome give back its own codes
     A = [t.expected() for t in model.levels]
     kept = np.arange(q.basis.shape[1])[None, :] < q.n_modes[:, None]
     for e in range(130):
-        states = np.array([report.exemplar_states[-1][e, 0]])
+        states = np.array([e])
         for level in range(2, 0, -1):
             kids = model.children[level - 1]
             below = np.zeros(kids.size, dtype=np.int64)
             for p in range(kids.shape[0]):
                 below[kids[p]] = A[level][p, :, :, states[p]].argmax(axis=1)
             states = below
-        np.testing.assert_array_equal(states, report.exemplar_states[0][e])
         bins = np.full(codes[e].shape, -1)
         for f, k in zip(*np.nonzero(model.mod_valid)):
             bins[model.mod_group[f, k], model.mod_mode[f, k]] = A[0][f, k, :, states[f]].argmax()
@@ -263,7 +275,7 @@ def test_gate_and_forgetting_arithmetic_and_running_sums():
         w = t.update(rows, u, cols_b, v_b, "tensor_mi", 512.0, 512.0, np.ones((2, 3), bool))
         assert np.all((w >= 0) & (w <= 1))
         real = expected
-        np.testing.assert_allclose(t.real_counts(), real, rtol=1e-9)
+        np.testing.assert_allclose(real_counts(t), real, rtol=1e-9)
         if step == 20:
             t.scale *= 1e-7                                     # force the fold of the scale into the counts
             real *= 1e-7
@@ -278,11 +290,11 @@ def test_gate_and_forgetting_arithmetic_and_running_sums():
 
 def test_learning_adds_outer_products_of_the_posteriors():
     model, codes = tiny_model(learning={"gate": "accept_all", "eta": None})
-    before = [t.real_counts() for t in model.levels]
+    before = [real_counts(t) for t in model.levels]
     out = model.infer_forward(codes[9:10], class_prior=np.eye(2)[[1]])
     q1, q2 = out["q"][0][0], out["q"][1][0]
     model.learn_image(codes[9], 1)
-    after = [t.real_counts() for t in model.levels]
+    after = [real_counts(t) for t in model.levels]
     mod = model.modality_codes(codes[9:10])[0]
     keep = lambda q: np.where(q > math.exp(-32), q, 0.0)[:-1]    # noqa: E731
     expected = before[0].copy()
@@ -302,7 +314,7 @@ def test_stream_learning_is_deterministic_and_records_diagnostics():
     for _ in range(2):
         model, codes = tiny_model()
         record = model.learn_stream(codes[10:40], np.arange(30) % 2, record_every=10)
-        runs.append([t.real_counts() for t in model.levels])
+        runs.append([real_counts(t) for t in model.levels])
         assert record["mean_weight"].shape == (30, 3) and record["mi"].shape == (3, 3)
         assert np.all((record["mean_weight"] >= 0) & (record["mean_weight"] <= 1))
         np.testing.assert_allclose(record["mi"][-1], model.mutual_information_per_level())
@@ -316,12 +328,15 @@ def test_stream_learning_is_deterministic_and_records_diagnostics():
 # -- configuration, protocol and scoring -------------------------------------------------
 
 
+RUN_CLASSES = (StreamData, SplitData, EvaluationData, FitRecipe, FittedRun, FitRun, EvaluationRun, AblationRun,
+               AblationTableConfig, SamplesConfig, SamplesRun)
+
+
 def test_config_has_no_defaults_and_bad_values_are_named():
-    for cls in (QuantiserConfig, HierarchyConfig, LearningConfig, InferenceConfig, RGMConfig):
+    for cls in (QuantiserConfig, HierarchyConfig, LearningConfig, InferenceConfig, RGMConfig, *RUN_CLASSES):
         assert all(f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
                    for f in dataclasses.fields(cls)), cls
-    section = default_config()["rgm"]
-    assert model_config(section).level_sides == [8, 4, 2, 1]
+    assert build(RGMConfig, settings()).level_sides == [8, 4, 2, 1]
     with pytest.raises(ConfigError, match="bins"):
         build(RGMConfig, merge(settings(), {"quantiser": {"bins": None}}))
     with pytest.raises(ValueError, match="tiling"):
@@ -334,23 +349,204 @@ def test_config_has_no_defaults_and_bad_values_are_named():
         merge(settings(), {"hierarchy": {"levels": 4}})
 
 
+def workflow_hand_offs(repo_root, preset: str | None) -> dict:
+    """The definitions of common.smk and rgm_functions.smk (plain Python) evaluated under
+    config.yaml with ``preset`` merged over it, as Snakemake does."""
+    import yaml
+    from helpers import merged
+
+    config = default_config()
+    if preset:
+        config = merged(config, yaml.safe_load((repo_root / preset).read_text()))
+    names = {"config": config}
+    for smk in ("common.smk", "rgm_functions.smk"):
+        path = repo_root / "workflow" / "rules" / smk
+        exec(compile(path.read_text(), str(path), "exec"), names)
+    return names
+
+
+@pytest.mark.parametrize("preset", [None, "config/smoke.yaml", "config/paper.yaml"])
+def test_every_workflow_hand_off_builds_its_run_dataclass(repo_root, preset):
+    """rgm_functions.smk restates the run dataclasses' keys and names (importing the package
+    there would slow every Snakemake start): each hand-off it builds must build strictly,
+    so a key added, dropped or misspelt on either side fails here."""
+    smk = workflow_hand_offs(repo_root, preset)
+    assert smk["RGM_PROTOCOLS"] == PROTOCOL_FITS and set(PROTOCOL_IMAGES) == set(PROTOCOL_FITS)
+    assert set(PROTOCOL_FITS.values()) <= set(smk["RGM_FITS"])
+    assert {"paper_slice_demo", "stream"} <= set(PROTOCOL_FITS)
+    assert smk["RGM_MODEL_KEYS"] == list(MODEL_KEYS)
+    for fit, config in smk["RGM_FIT"].items():
+        run = build(FitRun, config)
+        assert run.fit == fit and run.recipe.fit_set in FIT_SET_CHOICES
+    for protocol, config in smk["RGM_EVALUATION"].items():
+        run = build(EvaluationRun, config)
+        assert run.protocol == protocol and run.fit == PROTOCOL_FITS[protocol]
+        assert run.fitted_config() == build(FitRun, smk["RGM_FIT"][run.fit]).fitted_config()
+    for variant, config in smk["RGM_ABLATION"].items():
+        run = build(AblationRun, config)
+        assert run.variant == variant and isinstance(run.variant_model_config(), RGMConfig)
+    assert build(SamplesRun, smk["RGM_SAMPLES"]).fit == "official_test"
+    assert set(build(AblationTableConfig, smk["RGM_ABLATION_TABLE"]).descriptions) == set(smk["RGM_ABLATION"])
+
+
+def test_a_bad_hand_off_stops_before_any_work(repo_root):
+    smk = workflow_hand_offs(repo_root, None)
+    fit = smk["RGM_FIT"]["official_test"]
+    with pytest.raises(ValueError, match="fit_set must be one of"):
+        build(FitRun, {**fit, "recipe": {"fit_set": "slice", "overrides": {}}})
+    with pytest.raises(KeyError, match="levels"):
+        build(FitRun, {**fit, "recipe": {"fit_set": "stream", "overrides": {"hierarchy": {"levels": 4}}}})
+    with pytest.raises(KeyError, match="preprocess"):
+        build(FitRun, {**fit, "recipe": {"fit_set": "stream", "overrides": {"preprocess": {"resize": "bilinear"}}}})
+    with pytest.raises(ValueError, match="protocol must be one of"):
+        build(EvaluationRun, {**smk["RGM_EVALUATION"]["validation"], "protocol": "training"})
+    with pytest.raises(ValueError, match="classifies with the model 'paper_slice_demo'"):
+        build(EvaluationRun, {**smk["RGM_EVALUATION"]["paper_slice"], "protocol": "paper_slice_demo"})
+    with pytest.raises(KeyError, match="levels"):
+        build(AblationRun, {**smk["RGM_ABLATION"]["full"], "overrides": {"hierarchy": {"levels": 4}}})
+    with pytest.raises(KeyError, match="sigma"):
+        build(AblationRun, {**smk["RGM_ABLATION"]["full"], "overrides": {"preprocess": {"sigma": 2.0}}})
+    with pytest.raises(ConfigError, match="test_limit"):
+        build(FitRun, {**smk["RGM_FIT"]["official_test"], "data": smk["RGM_EVALUATION"]["validation"]["data"]})
+
+
+def test_ablation_variant_merges_its_overrides_into_the_defaults(repo_root):
+    smk = workflow_hand_offs(repo_root, None)
+    run = build(AblationRun, smk["RGM_ABLATION"]["demo"])
+    model = run.variant_model_config()
+    assert (model.hierarchy.l1_block, model.learning.eta) == (2, 512.0)
+    assert model.quantiser == run.model_config().quantiser and run.variant_preprocess() == run.preprocess
+    smoothing = build(AblationRun, {**smk["RGM_ABLATION"]["full"],
+                                    "overrides": {"preprocess": {"boundary": "constant"}}})
+    assert smoothing.variant_model_config() == smoothing.model_config()
+    assert smoothing.variant_preprocess() == {**smoothing.preprocess, "boundary": "constant"}
+
+
+@pytest.mark.parametrize("preset", [None, "config/smoke.yaml", "config/paper.yaml"])
+def test_the_demo_recipe_fit_is_the_demo_and_ours_is_ours(repo_root, preset):
+    """paper_slice_demo: the SPM demo's recipe (l1_block 2, eta 512), everything else our
+    default; paper_slice: our validation-chosen variant. Both fit on stream + slice."""
+    smk = workflow_hand_offs(repo_root, preset)
+    demo, ours = (build(FitRun, smk["RGM_FIT"][fit]) for fit in ("paper_slice_demo", "paper_slice"))
+    assert demo.recipe.fit_set == ours.recipe.fit_set == "stream+slice"
+    d, o = demo.fitted_config(), ours.fitted_config()
+    assert (d.hierarchy.l1_block, d.learning.eta) == (2, 512.0) and d.level_sides == [4, 2, 1]
+    assert (o.hierarchy.l1_block, o.learning.eta) == (1, None) and o == ours.model_config()
+    assert dataclasses.replace(d.hierarchy, l1_block=1) == o.hierarchy
+    assert dataclasses.replace(d.learning, eta=None) == o.learning
+    assert (d.quantiser, d.inference) == (o.quantiser, o.inference)
+    params = build(EvaluationRun, smk["RGM_EVALUATION"]["paper_slice_demo"]).recipe_params()
+    assert (params["fit"], params["l1_block"], params["eta"]) == ("paper_slice_demo", 2, 512.0)
+    params = build(EvaluationRun, smk["RGM_EVALUATION"]["stream"]).recipe_params()
+    assert (params["fit"], params["l1_block"], params["eta"]) == ("official_test", 1, None)
+
+
+def test_each_protocol_classifies_its_own_images():
+    d = build(EvaluationData, {**default_config()["rgm"]["data"], "stream_size": 50, "slice_start": 50,
+                               "slice_size": 20, "val_size": 5})
+    n_train, n_test = 100, 30
+    data = {"train_rgm": np.arange(n_train)[:, None, None] * np.ones((1, 2, 2), dtype=np.int64),
+            "train_labels": np.arange(n_train) % 10, "val_index": np.arange(0, n_train, 3),
+            "test_rgm": 1000 + np.arange(n_test)[:, None, None] * np.ones((1, 2, 2), dtype=np.int64),
+            "test_labels": np.arange(n_test) % 7}
+    seen = {}
+    for protocol in PROTOCOL_FITS:
+        images, labels, described = evaluation_split(protocol, data, d)
+        np.testing.assert_array_equal(images[:, 1, 1], images[:, 0, 0])
+        rows = images[:, 0, 0]
+        expected_labels = data["test_labels"][rows - 1000] if rows.min() >= 1000 else data["train_labels"][rows]
+        np.testing.assert_array_equal(labels, expected_labels)
+        seen[protocol] = (rows.tolist(), described)
+    assert seen["stream"] == (list(range(50)), "training images 1-50 (the stream the model learned from)")
+    assert seen["paper_slice"] == seen["paper_slice_demo"] == (list(range(50, 70)), "training images 51-70")
+    assert seen["validation"] == ([72, 75, 78, 81, 84], "5 validation images")
+    assert seen["official_test"] == seen["official_test_first1000"] == (list(range(1000, 1030)),
+                                                                        "official test images 1-30")
+    with pytest.raises(ValueError, match="unknown protocol"):
+        evaluation_split("training", data, d)
+
+
+SMALL = {"quantiser": {"image_size": 16, "tile": 4, "tiling": "square", "max_modes": 3, "n_bins": 3}}
+SMALL_DATA = {"exemplars_per_class": 2, "stream_start": 0, "stream_size": 60, "slice_start": 60, "slice_size": 30,
+              "val_size": 10, "test_limit": 0}
+
+
+def small_hand_off(hand_off: dict) -> dict:
+    """A workflow hand-off with 16x16 images, small square tiles and SMALL_DATA's rows."""
+    out = {**hand_off, **merge({key: hand_off[key] for key in MODEL_KEYS}, copy.deepcopy(SMALL))}
+    return {**out, "data": {key: SMALL_DATA[key] for key in hand_off["data"]}}
+
+
+def test_fits_and_evaluations_record_their_recipe_end_to_end(tmp_path, repo_root):
+    """The jobs on a tiny synthetic cache: the demo recipe's fit really has level-1 factors
+    over 2x2 groups (one structure level fewer than ours), each evaluation records its
+    recipe and its confident-half count as table columns, and `stream` classifies the
+    stream the official_test model learned from."""
+    from rgbench.experiments.rgm import evaluate_job, train_job
+    from rgbench.io import load_npz, read_json, save_npz_atomic
+    from rgbench.results import flatten_record
+
+    rng = np.random.default_rng(0)
+    n_train, n_test = 120, 20
+    train_labels, test_labels = np.arange(n_train) % 10, np.arange(n_test) % 10
+
+    def images(labels: np.ndarray) -> np.ndarray:
+        raw = rng.random((len(labels), 16, 16))
+        raw[np.arange(len(labels)), labels] += 2.0          # each digit brightens its own row
+        return ordinal_ranks(raw)
+
+    cache = tmp_path / "mnist32_rgm.npz"
+    save_npz_atomic(cache, train_rgm=images(train_labels), train_labels=train_labels, test_rgm=images(test_labels),
+                    test_labels=test_labels, val_index=np.arange(90, n_train))
+    smk = workflow_hand_offs(repo_root, None)
+    for fit in ("official_test", "paper_slice", "paper_slice_demo"):
+        (tmp_path / "fits" / fit).mkdir(parents=True)
+        summary = train_job(small_hand_off(smk["RGM_FIT"][fit]), str(cache), tmp_path / "fits" / fit)
+        assert (summary["fit_set"], summary["fit_images"]) == (("stream", 60) if fit == "official_test" else
+                                                               ("stream+slice", 90))
+    levels = {fit: load_npz(tmp_path / "fits" / fit / "stream.npz")["mean_weight"].shape[1]
+              for fit in ("paper_slice", "paper_slice_demo")}
+    assert levels["paper_slice_demo"] == levels["paper_slice"] - 1
+    rows = {}
+    for protocol in ("paper_slice", "paper_slice_demo", "stream"):
+        model = tmp_path / "fits" / PROTOCOL_FITS[protocol]
+        out = tmp_path / protocol
+        out.mkdir()
+        evaluate_job(small_hand_off(smk["RGM_EVALUATION"][protocol]), str(cache), str(model / "model.npz"),
+                     str(model / "fit.json"), str(model / "stream.npz"), str(out / "metrics.json"),
+                     str(out / "scores.npz"))
+        rows[protocol] = flatten_record(read_json(out / "metrics.json"))
+        scores = load_npz(out / "scores.npz")
+        assert rows[protocol]["confident_half_n"] == int(np.sum(scores["elbo"] > np.median(scores["elbo"])))
+        assert rows[protocol]["n_train"] == 60
+    assert {key: rows["paper_slice_demo"][key] for key in ("fit", "l1_block", "eta", "fit_set", "n_test")} == \
+        {"fit": "paper_slice_demo", "l1_block": 2, "eta": 512.0, "fit_set": "stream+slice", "n_test": 30}
+    assert {key: rows["paper_slice"][key] for key in ("fit", "l1_block", "eta", "fit_set", "n_test")} == \
+        {"fit": "paper_slice", "l1_block": 1, "eta": None, "fit_set": "stream+slice", "n_test": 30}
+    assert {key: rows["stream"][key] for key in ("fit", "protocol", "fit_set", "n_test")} == \
+        {"fit": "official_test", "protocol": "stream", "fit_set": "stream", "n_test": 60}
+    np.testing.assert_array_equal(load_npz(tmp_path / "stream" / "scores.npz")["labels"], train_labels[:60])
+
+
 def test_protocol_splits_are_disjoint():
-    d = default_config()["rgm"]["data"]
-    stream, piece = stream_indices(d, 60000), slice_indices(d, 60000)
+    d = build(EvaluationData, default_config()["rgm"]["data"])
+    stream, piece = d.stream_rows(60000), d.slice_rows(60000)
     assert (stream[0], stream[-1], piece[0], piece[-1]) == (0, 9999, 10000, 10999)
-    val = validation_indices(d, np.arange(0, 60000, 7), 60000)
-    assert len(val) == d["val_size"] and val.min() >= 11000
+    val = d.validation_rows(np.arange(0, 60000, 7), 60000)
+    assert len(val) == d.val_size and val.min() >= 11000
     with pytest.raises(ValueError, match="overlaps"):
-        slice_indices({**d, "slice_start": 9000}, 60000)
+        dataclasses.replace(d, slice_start=9000).slice_rows(60000)
     with pytest.raises(ValueError, match="validation"):
-        validation_indices(d, np.arange(0, 11000), 60000)
+        d.validation_rows(np.arange(0, 11000), 60000)
 
 
-def test_confident_half_and_standard_error():
+def test_confident_half_and_accuracy_by_elbo_quantile():
     correct = np.array([1, 0, 1, 1, 0, 1], dtype=bool)
     elbo = np.array([5.0, -3.0, 4.0, 2.0, -1.0, 0.0])
     assert confident_half_accuracy(correct, elbo) == 1.0          # elbo > median (1.0): 5, 4, 2
-    assert binomial_se(0.9, 1000) == pytest.approx(math.sqrt(0.09 / 1000))
+    assert math.isnan(confident_half_accuracy(correct, np.zeros(6)))
+    # lowest ELBO first: (-3, -1) -> 0/2, (0, 2) -> 2/2, (4, 5) -> 2/2
+    np.testing.assert_allclose(accuracy_by_elbo_quantile(correct, elbo, 3), [0.0, 1.0, 1.0])
 
 
 def test_ablation_table_gives_differences_to_the_full_model(tmp_path):
@@ -360,16 +556,23 @@ def test_ablation_table_gives_differences_to_the_full_model(tmp_path):
     files = []
     for variant, acc, half in (("full", 0.9, 0.97), ("no_forgetting", 0.85, 0.99)):
         path = tmp_path / variant / "metrics.json"
-        metrics = {"variant": variant, "test_accuracy": acc, "test_accuracy_se": binomial_se(acc, 2000),
+        metrics = {"variant": variant, "val_accuracy": acc, "val_accuracy_se": binomial_se(acc, 2000),
                    "confident_half_accuracy": half, "confident_half_accuracy_exact_elbo": half,
                    "accepted_share": 0.3, "top_mi": 2.2, "learn_seconds": 10.0}
         write_metrics(path, experiment="rgm_ablation", run_id=variant, params={}, seed=None, metrics=metrics,
                       wall_seconds=1.0, device="cpu",
                       provenance=provenance(n_train=2000, n_val=2000, n_test=0, data_sha256="x", n_params=None))
         files.append(str(path))
-    table = ablation_table_job(files, {"full": "the defaults"}, str(tmp_path / "ablation.csv"))
+    table = ablation_table_job(files, {"descriptions": {"full": "the defaults"}}, str(tmp_path / "ablation.csv"))
     row = table.set_index("variant").loc["no_forgetting"]
     assert row["delta_accuracy"] == pytest.approx(-0.05) and row["delta_confident_half"] == pytest.approx(0.02)
+    assert row["val_accuracy_se"] == pytest.approx(math.sqrt(0.85 * 0.15 / 2000))
     assert table.set_index("variant").loc["full", "description"] == "the defaults"
     with pytest.raises(ValueError, match="full"):
-        ablation_table_job(files[1:], {}, str(tmp_path / "other.csv"))
+        ablation_table_job(files[1:], {"descriptions": {}}, str(tmp_path / "other.csv"))
+    old = tmp_path / "old.json"        # written before the metric was named for its images
+    write_metrics(old, experiment="rgm_ablation", run_id="full", params={}, seed=None,
+                  metrics={"variant": "full", "test_accuracy": 0.9}, wall_seconds=1.0, device="cpu",
+                  provenance=provenance(n_train=2000, n_val=2000, n_test=0, data_sha256="x", n_params=None))
+    with pytest.raises(ValueError, match="val_accuracy"):
+        ablation_table_job([str(old)], {"descriptions": {}}, str(tmp_path / "stale.csv"))

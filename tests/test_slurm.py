@@ -120,6 +120,7 @@ def test_gpu_allocations_are_said_in_one_place():
     partition is the config's resources block. The profile names no rule."""
     assert family_of("reference_classifier_train") == "train"
     assert family_of("rgm_train") == "cpu" and family_of("sampler_bench_run") == "cpu"
+    assert family_of("potts_ebm_train") == "cpu"  # PCD runs on the CPU whatever the device: no GPU to hold
     assert not load_profile("slurm").get("set-resources"), "profiles/slurm routes rules itself"
 
 

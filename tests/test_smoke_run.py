@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from rgbench.evaluation.claims import evaluate_claims, load_claims
+from rgbench.evaluation.claims import DERIVED_COLUMNS, evaluate_claims, load_claims
 
 ROOT = Path(__file__).resolve().parents[1]
 EXPERIMENTS = ["reference_classifier", "glonet", "potts_ebm", "sampler_bench", "rgm", "spatial_rgm", "rgflow"]
@@ -92,6 +92,9 @@ def test_every_entry_names_columns_the_smoke_tables_have(smoke_workdir: Path, ki
         names = {claim.column, *claim.where, *(c.column for c in claim.protocol)}
         if claim.baseline:
             names |= set(claim.baseline["where"])
+        # columns an experiment does not record yet (the claim says what would) or that the
+        # verdict derives from the runs' metrics.json are not table columns
+        names -= set(claim.awaits) | set(DERIVED_COLUMNS)
         problems += [f"{claim.id}: {name}" for name in sorted(names - columns)]
     assert problems == []
 

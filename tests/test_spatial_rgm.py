@@ -367,7 +367,7 @@ def _tiny_reference(tmp_path: Path, mnist_small: Path) -> Path:
 def test_evaluation_job_end_to_end(tmp_path: Path, mnist_small: Path) -> None:
     from rgbench.experiments.spatial_rgm import evaluate_job, train_job
     from rgbench.io import load_npz
-    from rgbench.plotting.spatial_rgm import FIGURES, figure_job
+    from rgbench.plotting.spatial_rgm import FIGURES, figures_job
 
     reference = _tiny_reference(tmp_path, mnist_small)
     evaluation = {**SECTION["evaluation"], "samples_per_digit": 6, "locality_images": 1, "locality_alternatives": 2,
@@ -403,12 +403,12 @@ def test_evaluation_job_end_to_end(tmp_path: Path, mnist_small: Path) -> None:
     assert arrays["example_codes"].shape == (2, 7, 7) and arrays["example_z2"].shape == (2, 10)
     assert arrays["locality_per_cell_own"].shape == (7, 7)
     for name in FIGURES:
-        figure_job({"dpi": 60, "figure": name}, SimpleNamespace(arrays=tmp_path / "seed-0" / "arrays.npz"),
+        figures_job({"dpi": 60, "figure": name}, SimpleNamespace(arrays=tmp_path / "seed-0" / "arrays.npz"),
                    tmp_path / f"{name}.png")
         assert (tmp_path / f"{name}.png").stat().st_size > 1000
     claims = Path(__file__).resolve().parents[1] / "src" / "rgbench" / "claims" / "spatial_rgm.yaml"
-    figure_job({"dpi": 60, "figure": "seeds"}, SimpleNamespace(metrics=metrics_files, claims=claims),
+    figures_job({"dpi": 60, "figure": "seeds"}, SimpleNamespace(metrics=metrics_files, claims=claims),
                tmp_path / "seeds.png")
     assert (tmp_path / "seeds.png").stat().st_size > 1000
     with pytest.raises(ValueError, match="unknown spatial_rgm figure"):
-        figure_job({"dpi": 60, "figure": "nope"}, SimpleNamespace(), tmp_path / "x.png")
+        figures_job({"dpi": 60, "figure": "nope"}, SimpleNamespace(), tmp_path / "x.png")

@@ -1,6 +1,8 @@
 # Claims: every src/rgbench/claims/*.yaml (published claims) and src/rgbench/targets/*.yaml
 # (the project's own targets) judged on the experiment tables: tables/claims.csv and
-# tables/targets.csv (verdicts reproduced / not_reproduced / inconclusive / not_run).
+# tables/targets.csv (verdicts reproduced / not_reproduced / inconclusive / not_run). A few
+# measures are derived from the runs' metrics.json beside each table (runs/<experiment>/,
+# rgbench.evaluation.claims.DERIVED_COLUMNS); every table depends on those files.
 
 
 include: "claims_functions.smk"
@@ -26,6 +28,7 @@ rule claims:
             "tables": claims_tables(),
             "enabled": {name: enabled(name) for name in EXPERIMENTS},
             "preset": config["preset"],
+            "probe": probing(),
         },
     script:
         "../../scripts/claims_table.py"

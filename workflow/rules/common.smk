@@ -50,6 +50,34 @@ def settings(section, *keys, **extra):
     return canonical({**{key: block[key] for key in keys}, **extra})
 
 
+# The paper preset's probe (config `probe:`, docs/paper-preset.md). Its block joins a
+# training or evaluation job's hand-off only while probing, so the real runs' hand-offs,
+# and so their outputs, never change with it.
+PROBE = config["probe"]
+
+
+def probing():
+    return bool(PROBE["active"])
+
+
+def probe_handoff(rule_name, family, benchmark, represents=1):
+    """The `probe` block of a job's hand-off ({} unless probing): its steps and evaluation
+    batches, the job that measures (rule, resource family, benchmark file) and how many
+    jobs of the real run it stands for."""
+    if not probing():
+        return {}
+    block = {key: PROBE[key] for key in ("steps", "eval_batches", "max_micro_batch")}
+    job = {"rule": rule_name, "family": family, "benchmark": benchmark, "represents": int(represents)}
+    return {"probe": {**block, **job}}
+
+
+def probe_subset(values):
+    """The values a probe runs of a list of same-sized runs (seeds, say): the first one
+    with `one_per_shape`, all of them otherwise and outside a probe."""
+    values = list(values)
+    return values[:1] if probing() and PROBE["one_per_shape"] else values
+
+
 def figure_settings(**extra):
     """The hand-off of a figure rule: the shared `figures` settings plus what this
     figure alone reads (``extra``: figure-only keys, the runs it shows)."""

@@ -10,7 +10,8 @@ rule data:
 
 
 # Scheduled first (priority): a corrupt MNIST file is reported within seconds, before any
-# long job starts.
+# long job starts. Its hand-off is the SHA-256 each file must have (file name -> digest):
+# the data's identity, never where it comes from.
 rule mnist_fetch:
     output:
         expand(f"{MNIST_RAW_DIR}/{{name}}", name=MNIST_FILES),
@@ -25,7 +26,7 @@ rule mnist_fetch:
     resources:
         **family_resources("data"),
     params:
-        sha256=mnist_identity(),
+        config=mnist_identity(),
     script:
         "../../scripts/mnist_fetch.py"
 

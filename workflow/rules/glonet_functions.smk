@@ -3,7 +3,9 @@
 
 GLONET = config["glonet"]
 # A grid's recipe: the keys that decide its runs' numbers (models, depths and seeds
-# enumerate the runs instead).
+# enumerate the runs instead). These lists restate RECIPE_KEYS and MEASURE_KEYS of
+# rgbench.experiments.glonet (the fields of its GloNetRunConfig) without importing torch
+# into every Snakemake start; tests/test_glonet.py fails when they drift apart.
 GLONET_RECIPE_KEYS = [
     "depth_counts",
     "features",
@@ -42,13 +44,14 @@ def glonet_run_id(grid, model, depth, seed):
 
 def glonet_runs():
     """run_id -> the run's whole hand-off {grid, model, depth, seed, <recipe>, <measures>},
-    for every enabled grid. Run ids are derived here and nowhere else."""
+    for every enabled grid (a probe: one seed each, see probe_subset). Run ids are derived
+    here and nowhere else."""
     runs = {}
     measures = {key: GLONET[key] for key in GLONET_MEASURE_KEYS}
     for name, grid in glonet_grids().items():
         for model in grid["models"]:
             for depth in grid["depths"]:
-                for seed in grid["seeds"]:
+                for seed in probe_subset(grid["seeds"]):
                     runs[glonet_run_id(name, model, depth, seed)] = settings(
                         grid,
                         *GLONET_RECIPE_KEYS,
@@ -80,6 +83,11 @@ def glonet_job_outputs(grid, name):
 
 
 def glonet_job(grid, model, seed):
-    """A job's hand-off: the runs of (grid, model, seed), one per depth."""
+    """A job's hand-off: the runs of (grid, model, seed), one per depth (and, in a probe,
+    the probe block: the job stands for the grid's seeds that the probe leaves out)."""
     ids = [glonet_run_id(grid, model, depth, seed) for depth in GLONET_GRIDS[grid]["depths"]]
-    return {"runs": {key: GLONET_RUNS[key] for key in ids}}
+    seeds = GLONET_GRIDS[grid]["seeds"]
+    rule_name = f"glonet_train_{grid}"
+    benchmark = BENCH(rule_name, f"model-{model}_seed-{seed}")
+    probe = probe_handoff(rule_name, "train", benchmark, len(seeds) // len(probe_subset(seeds)))
+    return {"runs": {key: GLONET_RUNS[key] for key in ids}, **probe}

@@ -34,9 +34,10 @@ rule potts_ebm_train:
         run_id=one_of(POTTS_TRAINED),
     conda:
         "../../envs/torch.yaml"
-    threads: family_threads("train")
+    # PCD runs on the CPU (numba checkerboard sweeps, sparse RBM statistics): no GPU to ask for
+    threads: family_threads("cpu")
     resources:
-        **family_resources("train"),
+        **family_resources("cpu"),
     params:
         config=lambda wildcards: POTTS_TRAINED[wildcards.run_id],
     script:

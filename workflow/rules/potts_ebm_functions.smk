@@ -40,14 +40,15 @@ def potts_analysis(seed):
 
 
 def potts_thrml_settings():
+    """What a THRML job reads: its chain count and the sampling protocol it shares with the
+    evaluate jobs. The THRML models and seeds choose which jobs exist (POTTS_THRML), so
+    they are no job's setting: editing them reruns no existing job."""
     return settings(
         POTTS["thrml"],
-        "seeds",
-        "models",
         "samples",
         **{
             k: POTTS["analysis"][k]
-            for k in ("conditional_start", "sample_sweeps", "grid_sample_sweeps", "checkpoints", "ceiling_images")
+            for k in ("conditional_start", "sample_sweeps", "lattice_sample_sweeps", "checkpoints", "ceiling_images")
         },
     )
 

@@ -3,7 +3,9 @@
 # sample-quality number (fid, recognisable_fraction, conditional_recognition).
 
 REFERENCE = config["reference_classifier"]
-REFERENCE_RUNS = {run_id(seed=seed): seed for seed in REFERENCE["seeds"]}
+# a probe trains the first seed only and counts the others as its copies
+REFERENCE_RUNS = {run_id(seed=seed): seed for seed in probe_subset(REFERENCE["seeds"])}
+REFERENCE_REPRESENTS = len(REFERENCE["seeds"]) // len(REFERENCE_RUNS)
 REFERENCE_RUN = R("runs/reference_classifier/{run_id}")
 REFERENCE_TRAIN_KEYS = [
     "epochs",
@@ -56,7 +58,13 @@ rule reference_classifier_train:
     resources:
         **family_resources("train"),
     params:
-        config=lambda wildcards: settings(REFERENCE, *REFERENCE_TRAIN_KEYS, seed=REFERENCE_RUNS[wildcards.run_id]),
+        config=lambda wildcards: settings(REFERENCE, *REFERENCE_TRAIN_KEYS, seed=REFERENCE_RUNS[wildcards.run_id])
+        | probe_handoff(
+            "reference_classifier_train",
+            "train",
+            BENCH("reference_classifier_train", wildcards.run_id),
+            REFERENCE_REPRESENTS,
+        ),
     script:
         "../../scripts/reference_classifier_train.py"
 

@@ -44,6 +44,33 @@ rule report_costs:
         "../../scripts/report_costs.py"
 
 
+# The paper preset's cost, scaled from the probe's measurements (probe runs only).
+rule report_paper_cost:
+    input:
+        lambda wildcards: report_upstream(),
+    output:
+        R("tables/paper_cost.csv"),
+    log:
+        LOG("report_paper_cost"),
+    localrule: True
+    conda:
+        "../../envs/report.yaml"
+    threads: 1
+    resources:
+        **family_resources("report"),
+    params:
+        config=lambda wildcards: {
+            "results_dir": RESULTS,
+            "resources": config["resources"],
+            "gpu": PROBE["gpu"],
+            "margins": PROBE["margins"],
+            "rule_stages": report_rule_stages(),
+            "report_rules": report_output_rules(),
+        },
+    script:
+        "../../scripts/report_paper_cost.py"
+
+
 rule report_rulegraph:
     output:
         R("report/rulegraph.dot"),
@@ -165,6 +192,7 @@ rule report_page:
         targets=R("tables/targets.csv"),
         costs=rules.report_costs.output.jobs,
         costs_summary=rules.report_costs.output.summary,
+        paper_cost=lambda wildcards: report_paper_cost(),
         rulegraph=rules.report_rulegraph.output[0],
         scorecards=lambda wildcards: report_scorecards(),
         captions=lambda wildcards: report_caption_files(),

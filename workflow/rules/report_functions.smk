@@ -11,7 +11,22 @@ def report_targets():
         return []
     tables = [R(f"report/tables/{name}.html") for name in enabled_experiments()]
     tables += [R("report/tables/costs.html"), R("report/tables/claims.html"), R("report/tables/targets.html")]
-    return tables + [R("report/index.html")]
+    return tables + report_paper_cost() + [R("report/index.html")]
+
+
+def report_output_rules():
+    """Rules that only draw figures or write tables and report pages."""
+    prefixes = tuple(R(part) for part in ("figures/", "tables/", "report/"))
+    return sorted(
+        rule_.name
+        for rule_ in workflow.rules
+        if rule_.output and all(str(item).startswith(prefixes) for item in rule_.output)
+    )
+
+
+def report_paper_cost():
+    """The paper preset's cost table: a probe's output only (docs/paper-preset.md)."""
+    return [R("tables/paper_cost.csv")] if probing() else []
 
 
 def report_rule_stages():

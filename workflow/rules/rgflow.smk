@@ -78,7 +78,7 @@ rule rgflow_evaluate:
     resources:
         **family_resources("evaluate"),
     params:
-        config=lambda wildcards: RGFLOW_RUNS[wildcards.run_id],
+        config=rgflow_evaluate_settings,
     script:
         "../../scripts/rgflow_evaluate.py"
 

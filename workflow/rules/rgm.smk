@@ -1,8 +1,9 @@
 # Experiment rgm: the discrete Renormalising Generative Model (Friston et al. 2024) on
-# 32x32 MNIST, as the SPM demo DEM_MNIST_RGM.m runs it. Two fitted models (SVD quantiser,
-# fast structure learning on the exemplars, active learning over the stream), one
-# evaluation job per run, an ablation (one job per variant, scored on validation images,
-# then a table), figures from arrays. numpy code: family `cpu`, never a GPU allocation.
+# 32x32 MNIST, as the SPM demo DEM_MNIST_RGM.m runs it. The fitted models of rgm.fits (SVD
+# quantiser, fast structure learning on the exemplars, active learning over the stream; our
+# recipe and the demo's), one evaluation job per protocol, an ablation (one job per variant, scored on validation
+# images, then a table), figures from arrays. numpy code: family `cpu`, never a GPU
+# allocation.
 
 
 include: "rgm_functions.smk"
@@ -10,7 +11,7 @@ include: "rgm_functions.smk"
 
 register_experiment(
     "rgm",
-    runs=lambda: [f"{RGM_RUN}/metrics.json".format(run_id=run) for run in RGM_EVALUATIONS],
+    runs=lambda: [f"{RGM_RUN}/metrics.json".format(protocol=protocol) for protocol in RGM_PROTOCOLS],
     required_columns=[
         "protocol",
         "n_train",
@@ -57,25 +58,25 @@ rule rgm_train:
 rule rgm_evaluate:
     input:
         mnist32=MNIST32_RGM,
-        model=lambda wildcards: rgm_model_file(RGM_EVALUATIONS[wildcards.run_id], "model.npz"),
-        fit=lambda wildcards: rgm_model_file(RGM_EVALUATIONS[wildcards.run_id], "fit.json"),
-        stream=lambda wildcards: rgm_model_file(RGM_EVALUATIONS[wildcards.run_id], "stream.npz"),
+        model=lambda wildcards: rgm_model_file(RGM_PROTOCOLS[wildcards.protocol], "model.npz"),
+        fit=lambda wildcards: rgm_model_file(RGM_PROTOCOLS[wildcards.protocol], "fit.json"),
+        stream=lambda wildcards: rgm_model_file(RGM_PROTOCOLS[wildcards.protocol], "stream.npz"),
     output:
         metrics=f"{RGM_RUN}/metrics.json",
         scores=f"{RGM_RUN}/scores.npz",
     log:
-        LOG("rgm_evaluate", "{run_id}"),
+        LOG("rgm_evaluate", "{protocol}"),
     benchmark:
-        BENCH("rgm_evaluate", "{run_id}")
+        BENCH("rgm_evaluate", "{protocol}")
     wildcard_constraints:
-        run_id=one_of(RGM_EVALUATIONS),
+        protocol=one_of(RGM_PROTOCOLS),
     conda:
         "../../envs/torch.yaml"
     threads: family_threads("cpu")
     resources:
         **family_resources("cpu"),
     params:
-        config=lambda wildcards: RGM_RUNS[wildcards.run_id],
+        config=lambda wildcards: RGM_EVALUATION[wildcards.protocol],
     script:
         "../../scripts/rgm_evaluate.py"
 
@@ -126,7 +127,7 @@ rule rgm_ablation_table:
     resources:
         **family_resources("cpu"),
     params:
-        config={"descriptions": RGM_ABLATION_DESCRIPTIONS},
+        config=RGM_ABLATION_TABLE,
     script:
         "../../scripts/rgm_ablation_table.py"
 
@@ -203,7 +204,10 @@ rule rgm_figure_generated:
 
 rule rgm_figure_accuracy_elbo:
     input:
-        [f"{RGM_RUN}/scores.npz".format(run_id=run) for run in ("official_test", "paper_slice", "validation")],
+        [
+            f"{RGM_RUN}/scores.npz".format(protocol=protocol)
+            for protocol in ("official_test", "paper_slice", "paper_slice_demo", "validation")
+        ],
     output:
         report(
             R("figures/rgm/accuracy_elbo.png"),

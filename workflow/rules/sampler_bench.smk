@@ -1,7 +1,7 @@
 # Experiment sampler_bench (seed 003): flips per ns of Gibbs samplers on the 28x28 4-level
-# Potts grid (our numba block sampler, the sequential reference, THRML), and the seed's
-# THRML-vs-PyTorch energy check. One job times every row, one after the other, so no row
-# times another's work. The thorough run is benchmarks/potts_sampler_speed.py.
+# Potts lattice (our numba block sampler, the sequential reference, THRML), the seed's
+# THRML-vs-PyTorch energy check and its naive-vs-vectorised energy timing. One job times
+# every row, one after the other, so no row times another's work. The thorough run is benchmarks/potts_sampler_speed.py.
 
 
 include: "sampler_bench_functions.smk"

@@ -7,8 +7,9 @@ SAMPLER_RUN = R("runs/sampler_bench/{run_id}")
 
 def sampler_bench_runs():
     """run_id -> what the row measures: {check: speed, implementation, chains} for every
-    implementation and its chain counts, and {check: energy, grid, init, seed} for the
-    THRML energy check (one fresh model and set of states per seed)."""
+    implementation and its chain counts; {check: energy, side, init, seed} for the THRML
+    energy check (one fresh model and set of states per seed) and {check: energy_speed,
+    side, seed} for the naive-vs-vectorised energy timing, on every lattice side."""
     if not enabled("sampler_bench"):
         return {}
     runs = {}
@@ -19,16 +20,22 @@ def sampler_bench_runs():
                 "implementation": implementation,
                 "chains": int(chains),
             }
-    for grid in SAMPLER["energy_grids"]:
-        for init in ("seed", "trained_scale"):
-            for seed in SAMPLER["energy_seeds"]:
-                runs[run_id(energy_grid=grid, init=init, seed=seed)] = {
+    for side in SAMPLER["energy_sides"]:
+        for seed in SAMPLER["energy_seeds"]:
+            for init in ("seed", "trained_scale"):
+                runs[run_id(energy_side=side, init=init, seed=seed)] = {
                     "check": "energy",
                     "implementation": "thrml",
-                    "grid": int(grid),
+                    "side": int(side),
                     "init": init,
                     "seed": int(seed),
                 }
+            runs[run_id(energy_speed_side=side, seed=seed)] = {
+                "check": "energy_speed",
+                "implementation": "torch",
+                "side": int(side),
+                "seed": int(seed),
+            }
     return runs
 
 

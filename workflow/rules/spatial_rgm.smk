@@ -50,7 +50,7 @@ rule spatial_rgm_train:
     resources:
         **family_resources("train"),
     params:
-        config=lambda wildcards: SPATIAL_RUNS[wildcards.run_id],
+        config=spatial_train_settings,
     script:
         "../../scripts/spatial_rgm_train.py"
 
@@ -76,7 +76,7 @@ rule spatial_rgm_evaluate:
     resources:
         **family_resources("evaluate"),
     params:
-        config=SPATIAL_EVALUATE,
+        config=spatial_evaluate_settings,
     script:
         "../../scripts/spatial_rgm_evaluate.py"
 

@@ -11,7 +11,7 @@ SPATIAL_CLAIMS = Path(workflow.basedir) / "src" / "rgbench" / "claims" / "spatia
 # The keys of a grid that decide its runs' numbers (a grid also lists its epochs and seeds).
 SPATIAL_RECIPE_KEYS = ["batch_size", "lr", "loss", "gumbel"]
 # run_id -> the training hand-off; one run per (grid, epochs, seed). A grid without
-# seeds (the origin recipe on the default preset) has no runs.
+# seeds (the origin recipe on the default preset) has no runs; a probe runs one seed.
 SPATIAL_RUNS = {
     run_id(grid=name, epochs=epochs, seed=seed): settings(
         grid,
@@ -24,9 +24,23 @@ SPATIAL_RUNS = {
     )
     for name, grid in SPATIAL["grids"].items()
     for epochs in grid["epochs"]
-    for seed in grid["seeds"]
+    for seed in probe_subset(grid["seeds"])
 }
 SPATIAL_EVALUATE = settings(SPATIAL, "test_limit", "evaluation")
+
+
+def spatial_probe(rule_name, family, run):
+    """A job's probe block ({} unless probing): it stands for its grid's seeds."""
+    seeds = SPATIAL["grids"][SPATIAL_RUNS[run]["grid"]]["seeds"]
+    return probe_handoff(rule_name, family, BENCH(rule_name, run), len(seeds) // len(probe_subset(seeds)))
+
+
+def spatial_train_settings(wildcards):
+    return SPATIAL_RUNS[wildcards.run_id] | spatial_probe("spatial_rgm_train", "train", wildcards.run_id)
+
+
+def spatial_evaluate_settings(wildcards):
+    return SPATIAL_EVALUATE | spatial_probe("spatial_rgm_evaluate", "evaluate", wildcards.run_id)
 
 
 def spatial_files(name):

@@ -191,8 +191,8 @@ def fetch_mnist(source: str, output_dir: str | os.PathLike, checksums: str = "of
     """Bring the four MNIST files into ``output_dir`` as verified raw IDX files.
 
     ``source`` is ``download`` (``mirrors`` tried in turn) or a directory. ``expected``
-    overrides the checksums chosen by ``checksums``. Nothing is written until all four
-    files have passed their checks.
+    ({file name: SHA-256}; the mnist_fetch rule's config hand-off) overrides the checksums
+    chosen by ``checksums``. Nothing is written until all four files have passed their checks.
     """
     directory = None if source == "download" else Path(source)
     if directory is not None and not directory.is_dir():

@@ -56,11 +56,6 @@ def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma
     return max(distance, 0.0)  # round-off can leave a tiny negative for identical inputs
 
 
-def fid_from_features(feats_a: np.ndarray, feats_b: np.ndarray) -> float:
-    """Frechet distance between Gaussian fits of two feature sets."""
-    return frechet_distance(*gaussian_fit(feats_a), *gaussian_fit(feats_b))
-
-
 def recognisable_fraction(probs: np.ndarray, threshold: float = 0.9) -> float:
     """Share of rows whose top class probability is strictly above ``threshold``."""
     probs = _check_probs(probs)

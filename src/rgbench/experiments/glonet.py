@@ -14,6 +14,9 @@ split (5,000 images in the full-data presets). Validation data decides every cho
 the learning curve (validation accuracy every ``val_every_steps`` steps), the early-exit
 depth ``best_exit_k``, and offline the grid's learning rate. The test set is evaluated
 once, after training, for the reported accuracy and the descriptive layer-usage measures.
+
+A job whose hand-off has a ``probe`` block (the paper preset's probe) trains each run for
+a few steps, evaluates a few batches and marks the runs ``probe`` in their provenance.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from __future__ import annotations
 import math
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -34,7 +37,8 @@ from rgbench.io import file_sha256, save_npz_atomic
 from rgbench.models.glonet import DepthNet, DepthNetConfig, replication_parameter_norms
 from rgbench.results import finite_or_none, params_fingerprint, provenance, write_metrics
 from rgbench.runtime import describe_device, get_logger, pick_device, seed_everything
-from rgbench.training import FitResult, TensorBatches, epoch_permutation, fit
+from rgbench.training import (FitResult, Probe, TensorBatches, capped, epoch_permutation, fit, measured,
+                               probe_record_path)
 
 log = get_logger("glonet")
 
@@ -106,6 +110,15 @@ class GloNetRunConfig:
                               residual_start=self.residual_start)
 
 
+# How the workflow's hand-off of a run is put together (workflow/rules/glonet_functions.smk
+# restates these lists; tests/test_glonet.py pins the two together): the run's place in
+# its grid, how every run is measured (top-level keys of the glonet config), and the
+# grid's recipe (every other field: the grid keys that decide a run's numbers).
+RUN_KEYS = ("grid", "model", "depth", "seed")
+MEASURE_KEYS = ("usage_fraction", "convergence_levels", "exit_tolerance")
+RECIPE_KEYS = tuple(f.name for f in fields(GloNetRunConfig) if f.name not in RUN_KEYS + MEASURE_KEYS)
+
+
 @dataclass
 class Data:
     train_x: torch.Tensor
@@ -170,8 +183,9 @@ def layer_statistics(model: DepthNet, x: torch.Tensor, y: torch.Tensor, batch_si
       the largest over units of the sum over the batch of |z|; summed over batches and
       divided by n_batches * batch_size (``replication_head_l1``: the same for the head's
       logits);
-    - ``exit_accuracy``: accuracy of the head on the stream after the first k layers (NaN
-      for an MLP, whose head reads the last layer only);
+    - ``exit_accuracy``: early exit, the accuracy of the head on the stream after the first
+      k layers, taken in this same pass (NaN for an MLP, whose head reads the last layer
+      only);
 
     and ``accuracy`` of the whole net.
     """
@@ -259,7 +273,8 @@ class RunResult:
 
 
 def train(config: GloNetRunConfig, data: Data, device: torch.device | str = "cpu",
-          checkpoint_path: str | os.PathLike | None = None, description: str | None = None) -> RunResult:
+          checkpoint_path: str | os.PathLike | None = None, description: str | None = None,
+          probe: Probe | None = None) -> RunResult:
     """Train one network; a non-finite loss ends the run with ``diverged`` set, not an error.
 
     Validation accuracy on the first ``val_curve_images`` validation images is recorded
@@ -305,7 +320,8 @@ def train(config: GloNetRunConfig, data: Data, device: torch.device | str = "cpu
         checkpoint_path=checkpoint_path, on_epoch_end=on_epoch_end, on_step=on_step,
         description=description or f"{config.model}-{config.depth}",
         fingerprint=params_fingerprint({**asdict(config), "n_train": n_train, "n_val": len(data.val_x),
-                                        "n_test": len(data.test_x)}),
+                                        "n_test": len(data.test_x), **({"probe": True} if probe is not None else {})}),
+        probe=probe,
     )
     history = result.history
     val_points = [point for h in history for point in h.extra.get("val_curve", [])]
@@ -318,15 +334,22 @@ def train(config: GloNetRunConfig, data: Data, device: torch.device | str = "cpu
         "val_accuracy": [float(value) for _, value in val_points],
     }
     steps_run = int(history[-1].extra.get("steps", 0)) if history else 0
+    if probe is not None:  # a probe's steps stop short of its epochs
+        steps_run = result.steps_run
     return RunResult(config, model, result, steps_run, curves)
 
 
-def evaluate(result: RunResult, data: Data) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+def evaluate(result: RunResult, data: Data, probe: Probe | None = None) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """After training: the full validation split decides the early-exit depth; the test
-    set, evaluated once, gives the reported numbers. Returns (metrics, arrays)."""
+    set, evaluated once, gives the reported numbers. Returns (metrics, arrays). A probe
+    keeps ``eval_batches`` batches of each."""
     config, model = result.config, result.model
-    val = layer_statistics(model, data.val_x, data.val_y, config.batch_size)
-    test = layer_statistics(model, data.test_x, data.test_y, config.batch_size)
+    with measured(probe, "evaluate_val"):
+        n_val = capped(probe, len(data.val_x), config.batch_size)
+        val = layer_statistics(model, data.val_x[:n_val], data.val_y[:n_val], config.batch_size)
+    with measured(probe, "evaluate_test"):
+        n_test = capped(probe, len(data.test_x), config.batch_size)
+        test = layer_statistics(model, data.test_x[:n_test], data.test_y[:n_test], config.batch_size)
     exit_k = best_exit_k(val["exit_accuracy"], config.exit_tolerance)
     fraction = usage_name(config.usage_fraction)
     curves = result.curves
@@ -371,13 +394,17 @@ def _json_list(values: np.ndarray) -> list[float | None]:
 
 
 def run_one(config: GloNetRunConfig, data: Data, run_id: str, metrics_path: str | os.PathLike,
-            arrays_path: str | os.PathLike, data_sha256: str, device: torch.device) -> dict[str, Any]:
-    """Train and evaluate one run; write its ``metrics.json`` and ``arrays.npz``. Its
-    checkpoint (next to metrics.json) is left for the caller to remove."""
+            arrays_path: str | os.PathLike, data_sha256: str, device: torch.device,
+            probe: Probe | None = None) -> dict[str, Any]:
+    """Train and evaluate one run; write its ``metrics.json`` and ``arrays.npz`` (and, in
+    a probe, its probe record). Its checkpoint (next to metrics.json) is left for the
+    caller to remove."""
     started = time.perf_counter()
     checkpoint = Path(metrics_path).parent / "checkpoint.pt"
-    result = train(config, data, device, checkpoint_path=checkpoint, description=run_id)
-    metrics, arrays = evaluate(result, data)
+    result = train(config, data, device, checkpoint_path=checkpoint, description=run_id, probe=probe)
+    metrics, arrays = evaluate(result, data, probe)
+    n_val, n_test = (len(data.val_x), len(data.test_x)) if probe is None else \
+        (capped(probe, len(data.val_x), config.batch_size), capped(probe, len(data.test_x), config.batch_size))
     curves = result.curves
     save_npz_atomic(arrays_path, **{key: _as_float_array(values) for key, values in curves.items()}, **arrays)
     net = config.net_config()
@@ -390,16 +417,20 @@ def run_one(config: GloNetRunConfig, data: Data, run_id: str, metrics_path: str 
         metrics=metrics,
         wall_seconds=time.perf_counter() - started,
         device=describe_device(device),
-        provenance=provenance(n_train=len(data.train_x), n_val=len(data.val_x), n_test=len(data.test_x),
+        provenance=provenance(n_train=len(data.train_x), n_val=n_val, n_test=n_test,
                               data_sha256=data_sha256, n_params=sum(p.numel() for p in result.model.parameters()),
                               epochs_run=len(result.fit.history), steps_run=result.steps_run,
                               hidden_layers=net.hidden_layers, linear_layers=net.linear_layers,
-                              val_curve_n=min(config.val_curve_images or len(data.val_x), len(data.val_x))),
+                              val_curve_n=min(config.val_curve_images or len(data.val_x), len(data.val_x)),
+                              **({"probe": True} if probe is not None else {})),
         extra={"curves": curves, "resumed_from_epoch": result.fit.resumed_from_epoch,
                **{key: _json_list(value) for key, value in arrays.items()}},
     )
     log.info("%s: test accuracy %.4f, validation %.4f, diverged=%s, %.1f s training", run_id,
              metrics["test_accuracy"], metrics["val_accuracy"], result.fit.diverged, result.fit.train_seconds)
+    if probe is not None:
+        probe.write(probe_record_path(Path(metrics_path).parent, probe), device=describe_device(device),
+                    n_params=record["provenance"]["n_params"], run_id=run_id)
     return record
 
 
@@ -409,7 +440,8 @@ def train_job(config: Mapping[str, Any], mnist28: str | os.PathLike, metrics_pat
     to the output pair whose directory is named after its run id.
 
     Checkpoints stay until every run of the job is written: a job killed half-way resumes
-    its finished runs from their last checkpoint (evaluation only) when rerun."""
+    its finished runs from their last checkpoint (evaluation only) when rerun. A ``probe``
+    block probes every run (each with its own record)."""
     runs = {run_id: build(GloNetRunConfig, settings) for run_id, settings in config["runs"].items()}
     metrics_by_run = {Path(path).parent.name: path for path in metrics_paths}
     arrays_by_run = {Path(path).parent.name: path for path in arrays_paths}
@@ -425,7 +457,7 @@ def train_job(config: Mapping[str, Any], mnist28: str | os.PathLike, metrics_pat
         if key not in cache:
             cache[key] = load_data(mnist28, *key, device=torch_device)
         records.append(run_one(run, cache[key], run_id, metrics_by_run[run_id], arrays_by_run[run_id],
-                               data_sha256, torch_device))
+                               data_sha256, torch_device, probe=Probe.from_config(config)))
     # metrics.json is the finished result; a stale checkpoint would only make a forced
     # rerun skip training.
     for path in metrics_by_run.values():
@@ -433,18 +465,17 @@ def train_job(config: Mapping[str, Any], mnist28: str | os.PathLike, metrics_pat
     return records
 
 
-def grid_run_config(section: Mapping[str, Any], grid: str, model: str, depth: int, seed: int,
+def grid_run_config(config: Mapping[str, Any], grid: str, model: str, depth: int, seed: int,
                     **overrides: Any) -> GloNetRunConfig:
-    """A run's config as the workflow builds it from the glonet section (for the lr sweep,
-    benchmarks and tests): the grid's recipe, the section's measures, then ``overrides``."""
-    recipe = {key: value for key, value in section["grids"][grid].items()
-              if key not in ("enabled", "models", "depths", "seeds")}
-    measures = {key: section[key] for key in ("usage_fraction", "convergence_levels", "exit_tolerance")}
+    """A run's config as the workflow builds it from the glonet config (for the lr sweep,
+    benchmarks and tests): the grid's recipe, the measures, then ``overrides``."""
+    recipe = {key: config["grids"][grid][key] for key in RECIPE_KEYS}
+    measures = {key: config[key] for key in MEASURE_KEYS}
     return build(GloNetRunConfig, {**recipe, **measures, "grid": grid, "model": model, "depth": depth,
                                    "seed": seed, **overrides})
 
 
-def lr_sweep(section: Mapping[str, Any], grid: str, mnist28: str | os.PathLike, lrs: Sequence[float],
+def lr_sweep(config: Mapping[str, Any], grid: str, mnist28: str | os.PathLike, lrs: Sequence[float],
              models: Sequence[str], depths: Sequence[int], seeds: Sequence[int], device: str = "auto",
              **overrides: Any) -> list[dict[str, Any]]:
     """Train ``grid``'s recipe at each learning rate and report validation accuracy only
@@ -456,12 +487,12 @@ def lr_sweep(section: Mapping[str, Any], grid: str, mnist28: str | os.PathLike, 
         for model in models:
             for depth in depths:
                 for seed in seeds:
-                    config = grid_run_config(section, grid, model, depth, seed, lr=float(lr), **overrides)
+                    run = grid_run_config(config, grid, model, depth, seed, lr=float(lr), **overrides)
                     if data is None:
-                        data = load_data(mnist28, config.train_limit, config.test_limit, config.input_mean,
-                                         config.input_std, torch_device)
+                        data = load_data(mnist28, run.train_limit, run.test_limit, run.input_mean, run.input_std,
+                                         torch_device)
                     cpu = time.process_time()
-                    result = train(config, data, torch_device, description=f"lr {lr} {model}-{depth} s{seed}")
+                    result = train(run, data, torch_device, description=f"lr {lr} {model}-{depth} s{seed}")
                     rows.append({"grid": grid, "lr": float(lr), "model": model, "depth": depth, "seed": seed,
                                  "val_accuracy": accuracy(result.model, data.val_x, data.val_y),
                                  "diverged": result.fit.diverged, "steps": result.steps_run,

@@ -8,6 +8,10 @@ Outputs of one job:
   weights' checksum, and for scale the FID floor (real train vs real test) and the FID
   of samples from independent-pixel models;
 - ``metrics.json``: test accuracy, checksum, train seconds and those FIDs.
+
+A hand-off with a ``probe`` block (the paper preset's probe) trains a few steps, cuts the
+validation, test and FID loops to a few batches and marks the run ``probe`` in its
+provenance.
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ from rgbench.config import build
 from rgbench.io import file_sha256, save_npz_atomic
 from rgbench.results import provenance, write_metrics
 from rgbench.runtime import describe_device, get_logger, pick_device, seed_everything
-from rgbench.training import TensorBatches, epoch_permutation, fit
+from rgbench.training import TensorBatches, capped, epoch_permutation, fit, measured, probe_record_path, split_probe
 
 log = get_logger("reference_classifier")
 
@@ -114,7 +118,8 @@ def train_job(config: Mapping[str, Any], mnist28: str | os.PathLike, model_path:
     """One classifier: train on the train split (validation accuracy after every epoch), then
     evaluate the test set once; write weights, checksum, FID statistics and metrics.json."""
     started = time.perf_counter()
-    cfg = build(ReferenceTrainConfig, config)
+    settings, probe = split_probe(config)
+    cfg = build(ReferenceTrainConfig, settings)
     seed_everything(cfg.seed)
     dev = pick_device(device)
     splits = load_splits(mnist28)
@@ -141,7 +146,8 @@ def train_job(config: Mapping[str, Any], mnist28: str | os.PathLike, model_path:
     def on_epoch_end(epoch: int) -> dict[str, Any]:
         # Eval mode: no dropout, and BatchNorm's running statistics never see validation images.
         model.eval()
-        result = {"val_accuracy": accuracy(classifier, splits.val_images, splits.val_labels)}
+        n_val = capped(probe, len(splits.val_labels), cfg.batch_size)
+        result = {"val_accuracy": accuracy(classifier, splits.val_images[:n_val], splits.val_labels[:n_val])}
         model.train()
         # CPU time of the epoch (validation included), kept in the checkpointed history so
         # that a resumed job still reports the whole training's CPU time
@@ -150,38 +156,47 @@ def train_job(config: Mapping[str, Any], mnist28: str | os.PathLike, model_path:
         return result
 
     # The fingerprint makes a job rerun with other settings ignore a stale checkpoint.
-    fingerprint = hashlib.sha256(json.dumps(asdict(cfg), sort_keys=True).encode()).hexdigest()
+    fingerprint = hashlib.sha256(json.dumps({**asdict(cfg), **({"probe": True} if probe is not None else {})},
+                                            sort_keys=True).encode()).hexdigest()
     checkpoint = Path(model_path).parent / "checkpoint.pt"
     result = fit(model, optimizer, make_batches, loss_fn, cfg.epochs, checkpoint_path=checkpoint,
-                 on_epoch_end=on_epoch_end, scheduler=scheduler, description="reference", fingerprint=fingerprint)
+                 on_epoch_end=on_epoch_end, scheduler=scheduler, description="reference", fingerprint=fingerprint,
+                 probe=probe)
     train_cpu_seconds = float(sum(h.extra["cpu_seconds"] for h in result.history))
     if result.diverged:
         raise RuntimeError("reference classifier training diverged (non-finite loss); lower the learning rate")
     model.eval()
 
-    test_probs = classifier.predict_proba(splits.test_images)
-    test_accuracy = float((test_probs.argmax(1) == splits.test_labels).mean())
-    val_accuracy = accuracy(classifier, splits.val_images, splits.val_labels)
+    # a probe keeps eval_batches batches of the test and validation images and of each FID sample
+    with measured(probe, "test"):
+        n_test = capped(probe, len(splits.test_labels), cfg.batch_size)
+        n_val = capped(probe, len(splits.val_labels), cfg.batch_size)
+        test_images, test_labels = splits.test_images[:n_test], splits.test_labels[:n_test]
+        test_probs = classifier.predict_proba(test_images)
+        test_accuracy = float((test_probs.argmax(1) == test_labels).mean())
+        val_accuracy = accuracy(classifier, splits.val_images[:n_val], splits.val_labels[:n_val])
     log.info("test accuracy %.4f (val %.4f) after %.1f s of training", test_accuracy, val_accuracy,
              result.train_seconds)
     digest = save_reference_classifier(model, model_path, extra={"test_accuracy": test_accuracy, "seed": cfg.seed})
 
     # FID scale: the same number of images in every comparison, since FID's bias depends on N.
-    mu, sigma = gaussian_fit(classifier.features(splits.test_images))
-    n = min(cfg.fid_samples, len(splits.train_labels))
-    pick = np.sort(np.random.default_rng([cfg.seed, 2]).choice(len(splits.train_labels), size=n, replace=False))
-    fid_floor = frechet_distance(*gaussian_fit(classifier.features(splits.train_images[pick])), mu, sigma)
-    baselines = independent_pixel_samples(splits.train_images, n, cfg.seed)
-    baseline_numbers: dict[str, float] = {}
-    for name, samples in baselines.items():
-        probs = classifier.predict_proba(samples)
-        feats = classifier.features(samples)
-        baseline_numbers[f"fid_independent_{name}"] = frechet_distance(*gaussian_fit(feats), mu, sigma)
-        baseline_numbers[f"recognisable_fraction_independent_{name}"] = recognisable_fraction(probs)
-    noise = np.random.default_rng([cfg.seed, 3]).integers(0, 256, size=(min(n, 2000), 28, 28), dtype=np.uint8)
-    baseline_numbers["recognisable_fraction_uniform_noise"] = recognisable_fraction(classifier.predict_proba(noise))
+    with measured(probe, "fid"):
+        mu, sigma = gaussian_fit(classifier.features(test_images))
+        n = capped(probe, min(cfg.fid_samples, len(splits.train_labels)), cfg.batch_size)
+        pick = np.sort(np.random.default_rng([cfg.seed, 2]).choice(len(splits.train_labels), size=n, replace=False))
+        fid_floor = frechet_distance(*gaussian_fit(classifier.features(splits.train_images[pick])), mu, sigma)
+        baselines = independent_pixel_samples(splits.train_images, n, cfg.seed)
+        baseline_numbers: dict[str, float] = {}
+        for name, samples in baselines.items():
+            probs = classifier.predict_proba(samples)
+            feats = classifier.features(samples)
+            baseline_numbers[f"fid_independent_{name}"] = frechet_distance(*gaussian_fit(feats), mu, sigma)
+            baseline_numbers[f"recognisable_fraction_independent_{name}"] = recognisable_fraction(probs)
+        noise = np.random.default_rng([cfg.seed, 3]).integers(0, 256, size=(min(n, 2000), 28, 28), dtype=np.uint8)
+        baseline_numbers["recognisable_fraction_uniform_noise"] = recognisable_fraction(
+            classifier.predict_proba(noise))
     log.info("FID floor (train vs test, n=%d) %.3f; baselines %s", n, fid_floor, baseline_numbers)
-    save_npz_atomic(stats_path, mu=mu, sigma=sigma, n_test=np.int64(len(splits.test_labels)),
+    save_npz_atomic(stats_path, mu=mu, sigma=sigma, n_test=np.int64(len(test_labels)),
                     n_floor=np.int64(n), fid_floor=np.float64(fid_floor),
                     fid_independent=np.float64(baseline_numbers["fid_independent_marginal"]),
                     fid_independent_bernoulli=np.float64(baseline_numbers["fid_independent_bernoulli"]),
@@ -191,7 +206,7 @@ def train_job(config: Mapping[str, Any], mnist28: str | os.PathLike, model_path:
     metrics = {
         "test_accuracy": test_accuracy,
         "val_accuracy": val_accuracy,
-        "test_errors": int((test_probs.argmax(1) != splits.test_labels).sum()),
+        "test_errors": int((test_probs.argmax(1) != test_labels).sum()),
         "train_seconds": result.train_seconds,
         "train_cpu_seconds": train_cpu_seconds,
         "fid_floor": fid_floor,
@@ -206,11 +221,15 @@ def train_job(config: Mapping[str, Any], mnist28: str | os.PathLike, model_path:
     record = write_metrics(
         metrics_path, experiment=EXPERIMENT, run_id=run_id, params={k: v for k, v in asdict(cfg).items() if k != "seed"},
         seed=cfg.seed, metrics=metrics, wall_seconds=time.perf_counter() - started, device=describe_device(dev),
-        provenance=provenance(n_train=len(splits.train_labels), n_val=len(splits.val_labels),
-                              n_test=len(splits.test_labels), data_sha256=file_sha256(mnist28),
-                              n_params=sum(p.numel() for p in model.parameters()), epochs_run=len(result.history)),
+        provenance=provenance(n_train=len(splits.train_labels), n_val=n_val, n_test=len(test_labels),
+                              data_sha256=file_sha256(mnist28), n_params=sum(p.numel() for p in model.parameters()),
+                              epochs_run=len(result.history),
+                              **({"probe": True, "steps_run": result.steps_run} if probe is not None else {})),
         extra={"history": [vars(h) for h in result.history], "resumed_from_epoch": result.resumed_from_epoch,
                "test_class_histogram": test_histogram.tolist()},
     )
     checkpoint.unlink(missing_ok=True)  # finished: a forced rerun should train afresh
+    if probe is not None:
+        probe.write(probe_record_path(Path(metrics_path).parent, probe), device=describe_device(dev),
+                    n_params=record["provenance"]["n_params"])
     return record

@@ -9,7 +9,12 @@ test set (``eval.test_images: null``), with its standard error over images.
 
 Training draws ``steps_per_epoch`` mini-batches per epoch from a per-epoch permutation of
 the training split (one pass when ``steps_per_epoch`` is null), so a CPU preset can train
-on a fixed budget of steps and a GPU preset on full epochs with the same code.
+on a fixed budget of steps and a GPU preset on full epochs with the same code. A batch
+whose activations do not fit goes through in ``train.micro_batch_size`` pieces (the same
+step: gradients are accumulated, and the dequantisation noise is drawn in the same order).
+
+A hand-off with a ``probe`` block (the paper preset's probe) trains a few steps, cuts
+every evaluation loop to a few batches and marks its runs ``probe`` in their provenance.
 """
 
 from __future__ import annotations
@@ -27,11 +32,13 @@ import torch
 from rgbench.config import build
 from rgbench.data.celeba import random_flip
 from rgbench.data.mnist import train_mask, validation_index
+from rgbench.evaluation.stats import mean_se
 from rgbench.io import file_sha256, load_npz, save_npz_atomic
 from rgbench.models.rgflow import RGFlow, RGFlowConfig, bits_per_dim, count_parameters, dequantise, from_logit, to_logit
 from rgbench.results import finite_or_none, params_fingerprint, provenance, write_metrics
 from rgbench.runtime import describe_device, get_logger, pick_device, seed_everything
-from rgbench.training import epoch_permutation, fit, load_checkpoint, save_checkpoint
+from rgbench.training import (capped, epoch_permutation, fit, load_checkpoint, measured, probe_record_path,
+                               save_checkpoint, split_probe)
 
 log = get_logger("rgflow")
 
@@ -54,6 +61,7 @@ class TrainSettings:
     epochs: int
     steps_per_epoch: int | None
     batch_size: int
+    micro_batch_size: int | None  # None: the whole batch in one forward/backward pass
     lr: float
     weight_decay: float
     grad_clip: float
@@ -74,7 +82,7 @@ class EvalSettings:
 
 @dataclass
 class TrainRun:
-    """The training rule's hand-off: one (dataset, prior) run of the section."""
+    """The training rule's hand-off: one (dataset, prior) run of the rgflow config."""
 
     dataset: str
     prior: str
@@ -154,7 +162,7 @@ def evaluate_bpd(model: RGFlow, images: np.ndarray, batch_size: int, device: tor
     """BPD averaged over ``images`` and its standard error over images."""
     nll = image_nll(model, images, batch_size, device, seed)
     per_image = (nll / model.config.dims + math.log(256)) / math.log(2)
-    se = float(per_image.std(ddof=1) / math.sqrt(len(per_image))) if len(per_image) > 1 else float("nan")
+    _, se = mean_se(per_image)
     return bits_per_dim(float(nll.mean()), model.config.dims), se
 
 
@@ -178,18 +186,19 @@ def encode(model: RGFlow, images: np.ndarray, device: torch.device) -> torch.Ten
 VAL_BATCH = 500  # images per forward pass of the per-epoch validation BPD
 
 
-def train_job(section: Mapping[str, Any], data_npz: str | os.PathLike, model_path: str | os.PathLike,
+def train_job(config: Mapping[str, Any], data_npz: str | os.PathLike, model_path: str | os.PathLike,
               device: str = "auto") -> None:
-    """Train one run (``section``: the rule's hand-off, see :class:`TrainRun`); writes
+    """Train one run (``config``: the rule's hand-off, see :class:`TrainRun`); writes
     ``model_path`` (weights, config, per-epoch history and samples). The per-epoch
     checkpoint lives beside it and is not an output, so a killed job resumes from it."""
-    run = build(TrainRun, section)
+    settings, probe = split_probe(config)
+    run = build(TrainRun, settings)
     train = run.train
     checkpoint_path = Path(model_path).parent / "checkpoint.pt"
     seed_everything(train.seed)
     device = pick_device(device)
-    config = run.model_config()
-    model = RGFlow(config).to(device)
+    model_config = run.model_config()
+    model = RGFlow(model_config).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=train.lr, weight_decay=train.weight_decay)
     splits = load_splits(data_npz, train.val_images, train.split_seed)
     n_train, batch_size = len(splits.train_index), train.batch_size
@@ -218,10 +227,11 @@ def train_job(section: Mapping[str, Any], data_npz: str | os.PathLike, model_pat
         if flip:
             batch = random_flip(batch)
         y, ldj_logit = to_logit(dequantise(batch.to(device)))
-        return -(model.log_prob(y) + ldj_logit).mean() / config.dims  # nats per dimension
+        return -(model.log_prob(y) + ldj_logit).mean() / model_config.dims  # nats per dimension
 
     def on_epoch_end(epoch: int) -> dict[str, Any]:
-        val_bpd, val_se = evaluate_bpd(model, val_images, VAL_BATCH, device, train.split_seed + 1)
+        val = val_images[:capped(probe, len(val_images), VAL_BATCH)]
+        val_bpd, val_se = evaluate_bpd(model, val, VAL_BATCH, device, train.split_seed + 1)
         extra = {"val_bpd": val_bpd, "val_bpd_se": val_se, "samples": decode(model, sample_z)}
         model.train()
         return extra
@@ -236,17 +246,22 @@ def train_job(section: Mapping[str, Any], data_npz: str | os.PathLike, model_pat
         def __iter__(self):
             return make_batches(self.epoch)
 
-    fingerprint = params_fingerprint({"section": dict(section), "n_train": n_train, "n_images": len(splits.images)})
+    fingerprint = params_fingerprint({"config": dict(config), "n_train": n_train, "n_images": len(splits.images)})
     result = fit(model, optimizer, _Batches, loss_fn, train.epochs, checkpoint_path=checkpoint_path,
                  on_epoch_end=on_epoch_end, grad_clip=train.grad_clip, description=f"rgflow {run.dataset}/{run.prior}",
-                 fingerprint=fingerprint)
+                 fingerprint=fingerprint, micro_batch_size=train.micro_batch_size, probe=probe)
     history = [vars(h) for h in result.history]
-    images_seen = per_epoch * batch_size * len(history)
-    save_checkpoint(model_path, model=model.state_dict(), config=config.to_dict(), history=history,
+    # a probe stops after a few steps: count those, not whole epochs
+    steps = result.steps_run if probe is not None else per_epoch * len(history)
+    images_seen = steps * batch_size
+    save_checkpoint(model_path, model=model.state_dict(), config=model_config.to_dict(), history=history,
                     dataset=run.dataset, prior=run.prior, diverged=result.diverged,
-                    train_seconds=result.train_seconds, images_seen=images_seen, steps=per_epoch * len(history),
+                    train_seconds=result.train_seconds, images_seen=images_seen, steps=steps,
                     batch_size=batch_size, images_per_second=images_seen / max(result.train_seconds, 1e-9),
                     n_train=n_train, n_val=len(val_images), device=describe_device(device))
+    if probe is not None:
+        probe.write(probe_record_path(Path(model_path).parent, probe), device=describe_device(device),
+                    n_params=count_parameters(model))
 
 
 def receptive_fields(model: RGFlow, z: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
@@ -288,39 +303,49 @@ def temperature_map(model: RGFlow) -> torch.Tensor:
     return torch.where(even, MIX_TEMPERATURE["coarse"], MIX_TEMPERATURE["fine"])
 
 
-def evaluate_job(section: Mapping[str, Any], model_path: str | os.PathLike, data_npz: str | os.PathLike,
+def evaluate_job(config: Mapping[str, Any], model_path: str | os.PathLike, data_npz: str | os.PathLike,
                  metrics_path: str | os.PathLike, arrays_path: str | os.PathLike, run_id: str,
                  device: str = "auto") -> dict[str, Any]:
     """The test BPD (once, over the test set) and the figure arrays (drawn from
     validation images, so the test set serves nothing else) of one trained run."""
     started = time.perf_counter()
-    run = build(EvalRun, section)
+    settings, probe = split_probe(config)
+    run = build(EvalRun, settings)
     spec, train = run.eval, run.train
     seed_everything(train.seed)
     device = pick_device(device)
     state = load_checkpoint(model_path, map_location=device)
-    config = RGFlowConfig(**state["config"])
-    model = RGFlow(config).to(device)
+    model_config = RGFlowConfig(**state["config"])
+    model = RGFlow(model_config).to(device)
     model.load_state_dict(state["model"])
     model.eval()
     splits = load_splits(data_npz, train.val_images, train.split_seed, spec.test_images)
-    test_bpd, test_bpd_se = evaluate_bpd(model, splits.test, spec.batch_size, device, train.seed + 2)
-    log.info("%s: test BPD %.4f +- %.4f on %d images", run_id, test_bpd, test_bpd_se, len(splits.test))
+    with measured(probe, "test_bpd"):
+        test = splits.test[:capped(probe, len(splits.test), spec.batch_size)]
+        test_bpd, test_bpd_se = evaluate_bpd(model, test, spec.batch_size, device, train.seed + 2)
+    log.info("%s: test BPD %.4f +- %.4f on %d images", run_id, test_bpd, test_bpd_se, len(test))
 
-    generator = torch.Generator(device).manual_seed(train.seed + 3)
-    samples = decode(model, model.sample_prior(spec.samples, generator=generator))
-    temperature_samples = decode(model, model.sample_prior(spec.samples, temperature_map(model), generator=generator))
+    with measured(probe, "samples"):
+        generator = torch.Generator(device).manual_seed(train.seed + 3)
+        samples = decode(model, model.sample_prior(spec.samples, generator=generator))
+        temperature_samples = decode(model, model.sample_prior(spec.samples, temperature_map(model),
+                                                               generator=generator))
 
     val = splits.val
     rng = np.random.default_rng(train.seed)
-    pick = rng.choice(len(val), size=min(len(val), spec.rf_images), replace=False)
-    rf, rf_positions = receptive_fields(model, encode(model, val[pick], device))
-    pairs = min(spec.mix_pairs, len(val) // 2)
-    idx = rng.choice(len(val), size=2 * pairs, replace=False)
-    mix_a, mix_b = val[idx[:pairs]], val[idx[pairs:]]
-    za, zb = encode(model, mix_a, device), encode(model, mix_b, device)
-    cuts = list(range(1, config.n_levels))
-    mixes = np.stack([decode(model, mix_latents(model, za, zb, cut)) for cut in cuts], axis=1)
+    with measured(probe, "receptive_fields"):
+        # one Jacobian-vector product per (level, channel) over all the images: a probe
+        # keeps eval_batches images
+        pick = rng.choice(len(val), size=min(len(val), spec.rf_images), replace=False)
+        pick = pick[:capped(probe, len(pick), 1)]
+        rf, rf_positions = receptive_fields(model, encode(model, val[pick], device))
+    with measured(probe, "mixes"):
+        pairs = min(spec.mix_pairs, len(val) // 2)
+        idx = rng.choice(len(val), size=2 * pairs, replace=False)
+        mix_a, mix_b = val[idx[:pairs]], val[idx[pairs:]]
+        za, zb = encode(model, mix_a, device), encode(model, mix_b, device)
+        cuts = list(range(1, model_config.n_levels))
+        mixes = np.stack([decode(model, mix_latents(model, za, zb, cut)) for cut in cuts], axis=1)
 
     history = state["history"]
     val_curve = [h["extra"]["val_bpd"] for h in history]
@@ -341,9 +366,10 @@ def evaluate_job(section: Mapping[str, Any], model_path: str | os.PathLike, data
         mix_cuts=np.array(cuts),
     )
     params = {"dataset": run.dataset, "prior": run.prior, "label": run.label,
-              "couplings": ",".join(map(str, config.couplings)), "hidden": config.hidden,
-              "res_blocks": config.res_blocks, "mlp_layers": config.mlp_layers, "batch_size": train.batch_size,
-              "lr": train.lr, "weight_decay": train.weight_decay, "steps_per_epoch": train.steps_per_epoch}
+              "couplings": ",".join(map(str, model_config.couplings)), "hidden": model_config.hidden,
+              "res_blocks": model_config.res_blocks, "mlp_layers": model_config.mlp_layers,
+              "batch_size": train.batch_size, "lr": train.lr, "weight_decay": train.weight_decay,
+              "steps_per_epoch": train.steps_per_epoch, "grad_clip": train.grad_clip}
     final_loss = history[-1]["train_loss"] if history else float("nan")
     n_params = count_parameters(model)
     metrics = {
@@ -351,7 +377,7 @@ def evaluate_job(section: Mapping[str, Any], model_path: str | os.PathLike, data
         "epochs": len(history),
         "steps": state["steps"],
         "train_images": state["images_seen"],
-        "test_images": len(splits.test),
+        "test_images": len(test),
         "test_bpd": finite_or_none(test_bpd),
         "test_bpd_se": finite_or_none(test_bpd_se),
         "val_bpd": finite_or_none(val_curve[-1]) if val_curve else None,
@@ -360,12 +386,15 @@ def evaluate_job(section: Mapping[str, Any], model_path: str | os.PathLike, data
         "train_images_per_second": state["images_per_second"],
         "diverged": bool(state["diverged"]),
     }
+    if probe is not None:
+        probe.write(probe_record_path(Path(metrics_path).parent, probe), device=describe_device(device),
+                    n_params=n_params)
     return write_metrics(
         metrics_path, experiment=EXPERIMENT, run_id=run_id, params=params, seed=train.seed, metrics=metrics,
         wall_seconds=state["train_seconds"] + time.perf_counter() - started, device=state["device"],
-        provenance=provenance(n_train=len(splits.train_index), n_val=len(splits.val_index), n_test=len(splits.test),
+        provenance=provenance(n_train=len(splits.train_index), n_val=len(splits.val_index), n_test=len(test),
                               data_sha256=file_sha256(data_npz), n_params=n_params, epochs_run=len(history),
-                              steps_run=state["steps"]),
+                              steps_run=state["steps"], **({"probe": True} if probe is not None else {})),
         extra={"val_bpd_per_epoch": val_curve,
                "val_bpd_se_per_epoch": [h["extra"]["val_bpd_se"] for h in history],
                "train_loss_per_epoch": [h["train_loss"] for h in history],

@@ -1,6 +1,7 @@
-"""RGM jobs: fit (SVD quantiser, structure learning, active learning), evaluate a protocol,
-the ablation (one variant per job, then the table), samples for the figures. Scripts in
-scripts/rgm_*.py call these.
+"""RGM jobs: fit a model (SVD quantiser, structure learning, active learning), evaluate it
+under one protocol, the ablation (one variant per job, then the table), samples for the
+figures. Scripts in scripts/rgm_*.py call these; each builds its run dataclass from the
+rule's config hand-off.
 
 Data (training images in their original order, as the demo streams them):
 
@@ -11,10 +12,21 @@ Data (training images in their original order, as the demo streams them):
   the stream and the slice, the first ``val_size`` of them in index order. Every choice
   of a default is made on it (the ablation); the official test set decides nothing.
 
-Protocols: ``official_test`` fits the SVD and bins on the stream and tests on the official
-test images (``official_test_first1000``: the first 1,000, as the pymdp port reports);
-``paper_slice`` is the demo's protocol: the SVD and bins fit on stream + slice, tested on
-the slice; ``validation`` tests the official_test model on the validation images.
+Fitted models (``fit``: the names of config ``rgm.fits``, each a :class:`FitRecipe`): the
+images the SVD and bins are fit on (``stream`` or ``stream+slice``, as the demo) and the
+recipe, overrides of the model settings in the ablation's form. ``official_test`` (stream)
+and ``paper_slice`` (stream + slice) use our validation-chosen defaults;
+``paper_slice_demo`` (stream + slice) the demo's recipe exactly, so that the paper's claims
+are judged on the paper's method.
+
+Protocols (``protocol``: one evaluation run, the ``protocol`` column of tables/rgm.csv;
+:data:`PROTOCOL_FITS` names the model, :data:`PROTOCOL_IMAGES` the images):
+``official_test`` tests the official_test model on the official test images
+(``official_test_first1000``: the first 1,000, as the pymdp port reports); ``paper_slice``
+and ``paper_slice_demo`` test their models on the slice (the demo's protocol);
+``validation`` tests the official_test model on the validation images; ``stream`` has it
+classify the stream it learned from (a training accuracy). Every evaluation records its
+model's recipe in ``params`` (``fit``, ``l1_block``, ``eta``: columns of the table).
 """
 
 from __future__ import annotations
@@ -23,6 +35,7 @@ import copy
 import math
 import os
 import time
+from dataclasses import asdict, dataclass, fields
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -30,23 +43,29 @@ import pandas as pd
 
 from rgbench.config import build
 from rgbench.data.preprocess import exemplar_index, rgm_ranks
+from rgbench.evaluation.accuracy import accuracy_by_elbo_quantile, confident_half_accuracy
+from rgbench.evaluation.stats import binomial_se
 from rgbench.io import atomic_path, file_sha256, load_npz, read_json, save_npz_atomic, write_json_atomic
-from rgbench.models.rgm import (RGM, RGMConfig, accuracy_by_elbo_quantile, binomial_se, confident_half_accuracy,
-                                fit_quantiser)
+from rgbench.models.rgm import RGM
+from rgbench.models.rgm_config import (HierarchyConfig, InferenceConfig, LearningConfig, QuantiserConfig, RGMConfig,
+                                       check_choice)
+from rgbench.models.rgm_quantiser import fit_quantiser
 from rgbench.results import provenance, write_metrics
 from rgbench.runtime import describe_device, get_logger, progress
 
 log = get_logger("rgm")
 
-FIT_SETS = {"official_test": "stream", "paper_slice": "stream+slice"}
-EVALUATIONS = {"official_test": "official_test", "official_test_first1000": "official_test",
-               "validation": "official_test", "paper_slice": "paper_slice"}
-MODEL_KEYS = ("quantiser", "hierarchy", "learning", "inference")
-
-
-def model_config(section: Mapping[str, Any]) -> RGMConfig:
-    """The RGMConfig from the ``rgm:`` section's model keys (strictly checked)."""
-    return build(RGMConfig, {key: section[key] for key in MODEL_KEYS})
+# the images a fitted model's SVD and bins may be fit on (rgm.fits.<name>.fit_set)
+FIT_SET_CHOICES = ("stream", "stream+slice")
+# evaluation protocol -> the fitted model it classifies with (a name of rgm.fits)
+PROTOCOL_FITS = {"official_test": "official_test", "official_test_first1000": "official_test",
+                 "validation": "official_test", "paper_slice": "paper_slice",
+                 "paper_slice_demo": "paper_slice_demo", "stream": "official_test"}
+# evaluation protocol -> the images it classifies (see evaluation_split)
+PROTOCOL_IMAGES = {"official_test": "test", "official_test_first1000": "test_first1000", "validation": "validation",
+                   "paper_slice": "slice", "paper_slice_demo": "slice", "stream": "stream"}
+# the rgm section's keys that make up the model's settings (every hand-off carries them)
+MODEL_KEYS = tuple(f.name for f in fields(RGMConfig))
 
 
 def merge(base: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
@@ -60,38 +79,191 @@ def merge(base: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, An
     return out
 
 
+def with_overrides(config: RGMConfig, overrides: Mapping[str, Any]) -> RGMConfig:
+    """``config`` with ``overrides`` (nested model keys) merged in, checked as any config is."""
+    return build(RGMConfig, merge(asdict(config), overrides))
+
+
+# ----------------------------------------------------------------------------------
+# the hand-offs: one dataclass per rule (rgm_functions.smk builds the mappings)
+
+
+@dataclass
+class StreamData:
+    """The ``rgm.data`` keys a fit reads: which training images (original order) it uses."""
+
+    exemplars_per_class: int  # the first N of each digit in the stream
+    stream_start: int
+    stream_size: int
+    slice_start: int
+    slice_size: int
+
+    def stream_rows(self, n_train: int) -> np.ndarray:
+        start, size = self.stream_start, self.stream_size
+        if start + size > n_train:
+            raise ValueError(f"stream {start}:{start + size} runs past the {n_train} training images")
+        return np.arange(start, start + size)
+
+    def slice_rows(self, n_train: int) -> np.ndarray:
+        start, size = self.slice_start, self.slice_size
+        stream_end = self.stream_start + self.stream_size
+        if start < stream_end and start + size > self.stream_start:
+            raise ValueError(f"paper slice {start}:{start + size} overlaps the stream {self.stream_start}:{stream_end}")
+        if start + size > n_train:
+            raise ValueError(f"paper slice {start}:{start + size} runs past the {n_train} training images")
+        return np.arange(start, start + size)
+
+
+@dataclass
+class SplitData(StreamData):
+    """The stream and slice plus the validation images (the ablation's ``data``)."""
+
+    val_size: int
+
+    def validation_rows(self, val_index: np.ndarray, n_train: int) -> np.ndarray:
+        """The validation split's rows outside the stream and the paper slice, first val_size."""
+        taken = np.zeros(n_train, dtype=bool)
+        taken[self.stream_rows(n_train)] = True
+        taken[self.slice_rows(n_train)] = True
+        rows = np.sort(np.asarray(val_index))
+        rows = rows[~taken[rows]]
+        if len(rows) < self.val_size:
+            raise ValueError(f"only {len(rows)} validation images lie outside the stream and the slice, "
+                             f"{self.val_size} asked (data.val_size or rgm.data.val_size)")
+        return rows[:self.val_size]
+
+
+@dataclass
+class EvaluationData(SplitData):
+    """Every ``rgm.data`` key (an evaluation's ``data``)."""
+
+    test_limit: int  # official_test: the first test_limit test images (0: all)
+
+
+@dataclass
+class ModelRun:
+    """The model settings every rgm hand-off carries (the rgm section's :data:`MODEL_KEYS`)."""
+
+    quantiser: QuantiserConfig
+    hierarchy: HierarchyConfig
+    learning: LearningConfig
+    inference: InferenceConfig
+
+    def __post_init__(self) -> None:
+        self.model_config()  # RGMConfig's own checks stop a bad hand-off before any work
+
+    def model_config(self) -> RGMConfig:
+        return RGMConfig(self.quantiser, self.hierarchy, self.learning, self.inference)
+
+
+@dataclass
+class FitRecipe:
+    """One entry of ``rgm.fits``: the images the SVD and bins are fit on and the recipe, as
+    overrides of the model settings (no ``preprocess`` key: a fit reads the 32x32 cache)."""
+
+    fit_set: str  # stream | stream+slice
+    overrides: dict[str, Any]
+
+    def __post_init__(self) -> None:
+        check_choice("fit_set", self.fit_set, FIT_SET_CHOICES)
+
+
+@dataclass
+class FittedRun(ModelRun):
+    """A hand-off about one fitted model: its name and its recipe."""
+
+    fit: str
+    recipe: FitRecipe
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.fitted_config()  # an unknown override key stops the job before any work
+
+    def fitted_config(self) -> RGMConfig:
+        """The settings the model is fit and read back with: the defaults, then the fit's overrides."""
+        return with_overrides(self.model_config(), self.recipe.overrides)
+
+
+@dataclass
+class FitRun(FittedRun):
+    """rgm_train: fit the model named ``fit``."""
+
+    data: StreamData
+
+
+@dataclass
+class EvaluationRun(FittedRun):
+    """rgm_evaluate: classify the images of one ``protocol`` with its fitted model."""
+
+    seed: int
+    protocol: str
+    data: EvaluationData
+
+    def __post_init__(self) -> None:
+        check_choice("protocol", self.protocol, list(PROTOCOL_FITS))
+        if self.fit != PROTOCOL_FITS[self.protocol]:
+            raise ValueError(f"protocol {self.protocol!r} classifies with the model {PROTOCOL_FITS[self.protocol]!r}, "
+                             f"the hand-off names {self.fit!r}")
+        super().__post_init__()
+
+    def recipe_params(self) -> dict[str, Any]:
+        """The model's recipe for metrics.json ``params``: its name, the two keys the demo's
+        recipe and ours differ in (flat, so the table has them as columns), the overrides."""
+        config = self.fitted_config()
+        return {"fit": self.fit, "l1_block": config.hierarchy.l1_block, "eta": config.learning.eta,
+                "overrides": self.recipe.overrides}
+
+
+@dataclass
+class AblationRun(ModelRun):
+    """rgm_ablation: the defaults with one variant's ``overrides`` merged in."""
+
+    data: SplitData
+    preprocess: dict[str, Any]  # the data.rgm settings the 32x32 cache was built with
+    ablation_stream: int  # stream images the variant learns from
+    variant: str
+    overrides: dict[str, Any]  # model keys and, under "preprocess", data.rgm keys
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.variant_model_config()  # an unknown override key stops the job before any work
+        self.variant_preprocess()
+
+    def variant_model_config(self) -> RGMConfig:
+        model_overrides = {key: value for key, value in self.overrides.items() if key != "preprocess"}
+        return with_overrides(self.model_config(), model_overrides)
+
+    def variant_preprocess(self) -> dict[str, Any]:
+        return merge(self.preprocess, self.overrides.get("preprocess", {}))
+
+
+@dataclass
+class AblationTableConfig:
+    """rgm_ablation_table: each variant's description."""
+
+    descriptions: dict[str, str]
+
+
+@dataclass
+class SamplesConfig:
+    """The ``rgm.samples`` block."""
+
+    n_reconstruct: int  # test images reconstructed from each level
+    n_generate: int  # generated digits per class
+    mixing_steps: int
+    mix_pair: list[int]  # the two classes whose beliefs are mixed
+
+
+@dataclass
+class SamplesRun(FittedRun):
+    """rgm_samples: the arrays the figures draw (from the official_test model)."""
+
+    seed: int
+    samples: SamplesConfig
+
+
 # ----------------------------------------------------------------------------------
 # data
-
-
-def stream_indices(data_cfg: Mapping[str, Any], n_train: int) -> np.ndarray:
-    start, size = data_cfg["stream_start"], data_cfg["stream_size"]
-    if start + size > n_train:
-        raise ValueError(f"stream {start}:{start + size} runs past the {n_train} training images")
-    return np.arange(start, start + size)
-
-
-def slice_indices(data_cfg: Mapping[str, Any], n_train: int) -> np.ndarray:
-    start, size = data_cfg["slice_start"], data_cfg["slice_size"]
-    stream_start, stream_end = data_cfg["stream_start"], data_cfg["stream_start"] + data_cfg["stream_size"]
-    if start < stream_end and start + size > stream_start:
-        raise ValueError(f"paper slice {start}:{start + size} overlaps the stream {stream_start}:{stream_end}")
-    if start + size > n_train:
-        raise ValueError(f"paper slice {start}:{start + size} runs past the {n_train} training images")
-    return np.arange(start, start + size)
-
-
-def validation_indices(data_cfg: Mapping[str, Any], val_index: np.ndarray, n_train: int) -> np.ndarray:
-    """The validation split's rows outside the stream and the paper slice, first val_size."""
-    taken = np.zeros(n_train, dtype=bool)
-    taken[stream_indices(data_cfg, n_train)] = True
-    taken[slice_indices(data_cfg, n_train)] = True
-    rows = np.sort(np.asarray(val_index))
-    rows = rows[~taken[rows]]
-    if len(rows) < data_cfg["val_size"]:
-        raise ValueError(f"only {len(rows)} validation images lie outside the stream and the slice, "
-                         f"{data_cfg['val_size']} asked (data.val_size or rgm.data.val_size)")
-    return rows[:data_cfg["val_size"]]
 
 
 def stream_exemplars(labels: np.ndarray, stream: np.ndarray, per_class: int) -> np.ndarray:
@@ -146,66 +318,73 @@ def fit_model(config: RGMConfig, images: np.ndarray, labels: np.ndarray, stream:
     return model, summary, record
 
 
-def train_job(section: Mapping[str, Any], mnist32: str, out_dir: str | os.PathLike) -> dict[str, Any]:
-    """Fit the model of ``section["protocol"]``: model.npz, stream.npz and fit.json in out_dir."""
-    protocol = section["protocol"]
-    if protocol not in FIT_SETS:
-        raise ValueError(f"unknown fit protocol {protocol!r}; expected one of {sorted(FIT_SETS)}")
-    config = model_config(section)
+def train_job(config: Mapping[str, Any], mnist32: str, out_dir: str | os.PathLike) -> dict[str, Any]:
+    """Fit the model ``config["fit"]`` names: model.npz, stream.npz and fit.json in out_dir."""
+    run = build(FitRun, config)
     data = load_npz(mnist32)
     images, labels = data["train_rgm"], data["train_labels"]
-    d = section["data"]
-    stream = stream_indices(d, len(images))
-    fit_rows = stream if FIT_SETS[protocol] == "stream" else np.concatenate([stream, slice_indices(d, len(images))])
-    model, summary, record = fit_model(config, images, labels, stream, fit_rows, d["exemplars_per_class"])
-    summary["fit_set"] = FIT_SETS[protocol]
+    stream = run.data.stream_rows(len(images))
+    fit_set = run.recipe.fit_set
+    fit_rows = stream if fit_set == "stream" else np.concatenate([stream, run.data.slice_rows(len(images))])
+    model, summary, record = fit_model(run.fitted_config(), images, labels, stream, fit_rows,
+                                       run.data.exemplars_per_class, desc=f"rgm active learning ({run.fit})")
+    summary["fit_set"] = fit_set
     out = os.fspath(out_dir)
     save_npz_atomic(f"{out}/model.npz", **model.arrays())
     save_npz_atomic(f"{out}/stream.npz", index=stream, labels=labels[stream], mean_weight=record["mean_weight"],
                     class_weight=record["class_weight"], mi=record["mi"], mi_index=record["mi_index"],
-                    n_classes=np.array(config.hierarchy.n_classes))
+                    n_classes=np.array(model.config.hierarchy.n_classes))
     write_json_atomic(f"{out}/fit.json", summary)
     return summary
 
 
-def load_model(model_npz: str, section: Mapping[str, Any]) -> RGM:
-    return RGM.from_arrays(model_config(section), load_npz(model_npz))
+def load_model(model_npz: str, config: RGMConfig) -> RGM:
+    return RGM.from_arrays(config, load_npz(model_npz))
 
 
 # ----------------------------------------------------------------------------------
 # evaluation
 
 
-def evaluation_split(run: str, data: Mapping[str, np.ndarray], d: Mapping[str, Any]) -> tuple[np.ndarray, np.ndarray, str]:
-    """Test images, labels and a description of an evaluation run."""
-    n_train = len(data["train_rgm"])
-    if run in ("official_test", "official_test_first1000"):
-        limit = 1000 if run == "official_test_first1000" else (d["test_limit"] or len(data["test_rgm"]))
+def evaluation_split(protocol: str, data: Mapping[str, np.ndarray],
+                     d: EvaluationData) -> tuple[np.ndarray, np.ndarray, str]:
+    """Test images, labels and a description of an evaluation protocol's images."""
+    if protocol not in PROTOCOL_IMAGES:
+        raise ValueError(f"unknown protocol {protocol!r}; expected one of {sorted(PROTOCOL_IMAGES)}")
+    images, n_train = PROTOCOL_IMAGES[protocol], len(data["train_rgm"])
+    if images in ("test", "test_first1000"):
+        limit = 1000 if images == "test_first1000" else (d.test_limit or len(data["test_rgm"]))
         limit = min(limit, len(data["test_rgm"]))
         return data["test_rgm"][:limit], data["test_labels"][:limit], f"official test images 1-{limit}"
-    if run == "paper_slice":
-        rows = slice_indices(d, n_train)
-        return data["train_rgm"][rows], data["train_labels"][rows], f"training images {rows[0] + 1}-{rows[-1] + 1}"
-    if run == "validation":
-        rows = validation_indices(d, data["val_index"], n_train)
+    if images == "validation":
+        rows = d.validation_rows(data["val_index"], n_train)
         return data["train_rgm"][rows], data["train_labels"][rows], f"{len(rows)} validation images"
-    raise ValueError(f"unknown evaluation {run!r}; expected one of {sorted(EVALUATIONS)}")
+    rows = d.slice_rows(n_train) if images == "slice" else d.stream_rows(n_train)
+    described = f"training images {rows[0] + 1}-{rows[-1] + 1}"
+    if images == "stream":
+        described += " (the stream the model learned from)"
+    return data["train_rgm"][rows], data["train_labels"][rows], described
 
 
-def score(model: RGM, codes: np.ndarray, labels: np.ndarray, desc: str) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-    """Accuracy (with its binomial SE), confident-half accuracy under both ELBOs."""
+def score(model: RGM, codes: np.ndarray, labels: np.ndarray, desc: str,
+          split: str = "test") -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """Accuracy (``<split>_accuracy``, with its binomial SE), confident-half accuracy under
+    every ELBO and its number of images (``confident_half_n``: those above the median ELBO,
+    the trials behind it); ``split`` names the images scored (``test``, or ``val`` in the
+    ablation)."""
     t0 = time.process_time()
     out = model.classify(codes, progress=lambda it: progress(it, desc=desc, unit="batch"))
     infer_cpu = time.process_time() - t0
     correct = out["pred"] == labels
     ranking = out["elbo"]
-    upper = ranking > np.median(ranking)
+    n_upper = int(np.sum(ranking > np.median(ranking)))
     accuracy, half = float(correct.mean()), confident_half_accuracy(correct, ranking)
     metrics = {
-        "test_accuracy": accuracy,
-        "test_accuracy_se": binomial_se(accuracy, len(labels)),
+        f"{split}_accuracy": accuracy,
+        f"{split}_accuracy_se": binomial_se(accuracy, len(labels)),
         "confident_half_accuracy": half,
-        "confident_half_accuracy_se": binomial_se(half, int(upper.sum())),
+        "confident_half_accuracy_se": binomial_se(half, n_upper),
+        "confident_half_n": n_upper,
         "confident_half_accuracy_spm_elbo": confident_half_accuracy(correct, out["spm_elbo"]),
         "confident_half_accuracy_sum_levels": confident_half_accuracy(correct, out["sum_levels"]),
         "confident_half_accuracy_exact_elbo": confident_half_accuracy(correct, out["log_evidence"]),
@@ -217,23 +396,23 @@ def score(model: RGM, codes: np.ndarray, labels: np.ndarray, desc: str) -> tuple
     return metrics, arrays
 
 
-def evaluate_job(section: Mapping[str, Any], mnist32: str, model_npz: str, fit_json: str, stream_npz: str,
+def evaluate_job(config: Mapping[str, Any], mnist32: str, model_npz: str, fit_json: str, stream_npz: str,
                  metrics_json: str, scores_npz: str) -> dict[str, Any]:
-    """Classify an evaluation run's images (``section["run"]``) with its protocol's model."""
+    """Classify the images of the protocol ``config["protocol"]`` names with its fitted model."""
     started = time.perf_counter()
-    run = section["run"]
-    model = load_model(model_npz, section)
+    run = build(EvaluationRun, config)
+    protocol = run.protocol
+    model = load_model(model_npz, run.fitted_config())
     summary = read_json(fit_json)
     data = load_npz(mnist32)
-    d = section["data"]
-    images, labels, described = evaluation_split(run, data, d)
-    metrics, arrays = score(model, model.quantiser.encode(images), labels, f"rgm {run}")
+    images, labels, described = evaluation_split(protocol, data, run.data)
+    metrics, arrays = score(model, model.quantiser.encode(images), labels, f"rgm {protocol}")
     save_npz_atomic(scores_npz, **arrays)
     stream = load_npz(stream_npz)
     n_levels = len(summary["final_mi_per_level"])
     metrics.update({
-        "protocol": run,
-        "run": run,
+        "protocol": protocol,
+        "run": protocol,  # the run id, a column of tables/rgm.csv since its first version
         "test_set": described,
         "fit_set": summary["fit_set"],
         "stream_size": summary["stream_size"],
@@ -247,10 +426,11 @@ def evaluate_job(section: Mapping[str, Any], mnist32: str, model_npz: str, fit_j
     })
     for level in range(n_levels - 1):
         metrics[f"mi_level{level + 1}"] = summary["final_mi_per_level"][level]
-    n_val = len(validation_indices(d, data["val_index"], len(data["train_rgm"])))
-    log.info("%s: accuracy %.4f (SE %.4f), confident half %.4f on %d images", run, metrics["test_accuracy"],
+    n_val = len(run.data.validation_rows(data["val_index"], len(data["train_rgm"])))
+    log.info("%s: accuracy %.4f (SE %.4f), confident half %.4f on %d images", protocol, metrics["test_accuracy"],
              metrics["test_accuracy_se"], metrics["confident_half_accuracy"], len(labels))
-    write_metrics(metrics_json, experiment="rgm", run_id=run, params={}, seed=section["seed"], metrics=metrics,
+    write_metrics(metrics_json, experiment="rgm", run_id=protocol, params=run.recipe_params(), seed=run.seed,
+                  metrics=metrics,
                   wall_seconds=time.perf_counter() - started, device=describe_device("cpu"),
                   provenance=provenance(n_train=summary["stream_size"], n_val=n_val, n_test=len(labels),
                                         data_sha256=file_sha256(mnist32), n_params=None, steps_run=summary["stream_size"]),
@@ -281,30 +461,27 @@ def ablation_inputs(preprocess: Mapping[str, Any], cache_settings: Mapping[str, 
     return images, data["train_labels"]
 
 
-def ablation_job(section: Mapping[str, Any], mnist28: str, mnist32: str, metrics_json: str) -> dict[str, Any]:
-    """One ablation variant: the default settings with ``section["overrides"]`` merged in,
+def ablation_job(config: Mapping[str, Any], mnist28: str, mnist32: str, metrics_json: str) -> dict[str, Any]:
+    """One ablation variant: the default settings with ``config["overrides"]`` merged in,
     active learning over the first ``ablation_stream`` stream images, scored on the
-    validation images. The SVD and bins are fit on the whole stream and the exemplars taken
-    from it, as in official_test."""
+    validation images (``val_accuracy``). The SVD and bins are fit on the whole stream and
+    the exemplars taken from it, as in official_test."""
     started = time.perf_counter()
-    variant = section["variant"]
-    overrides = dict(section["overrides"])
-    preprocess = merge(section["preprocess"], overrides.pop("preprocess", {}))
-    settings = merge({key: section[key] for key in MODEL_KEYS}, overrides)
-    config = build(RGMConfig, settings)
-    d = section["data"]
+    run = build(AblationRun, config)
     cache = load_npz(mnist32)
     n_train = len(cache["train_labels"])
-    stream = stream_indices(d, n_train)
-    short = stream[:section["ablation_stream"]]
-    val = validation_indices(d, cache["val_index"], n_train)
-    images, labels = ablation_inputs(preprocess, section["preprocess"], mnist28, mnist32, np.union1d(stream, val))
-    model, summary, _ = fit_model(config, images, labels, stream, stream, d["exemplars_per_class"], len(short),
-                                  desc=f"rgm ablation {variant}")
-    metrics, _ = score(model, model.quantiser.encode(images[val]), labels[val], f"rgm ablation {variant}")
-    metrics.update({"variant": variant, "learn_seconds": summary["learn_seconds"],
+    stream = run.data.stream_rows(n_train)
+    short = stream[:run.ablation_stream]
+    val = run.data.validation_rows(cache["val_index"], n_train)
+    images, labels = ablation_inputs(run.variant_preprocess(), run.preprocess, mnist28, mnist32,
+                                     np.union1d(stream, val))
+    model, summary, _ = fit_model(run.variant_model_config(), images, labels, stream, stream, run.data.exemplars_per_class,
+                                  len(short), desc=f"rgm ablation {run.variant}")
+    metrics, _ = score(model, model.quantiser.encode(images[val]), labels[val], f"rgm ablation {run.variant}",
+                       split="val")
+    metrics.update({"variant": run.variant, "learn_seconds": summary["learn_seconds"],
                     "accepted_share": summary["accepted_share"], "top_mi": summary["final_mi_per_level"][-1]})
-    write_metrics(metrics_json, experiment="rgm_ablation", run_id=variant, params={"overrides": section["overrides"]},
+    write_metrics(metrics_json, experiment="rgm_ablation", run_id=run.variant, params={"overrides": run.overrides},
                   seed=None, metrics=metrics, wall_seconds=time.perf_counter() - started,
                   device=describe_device("cpu"),
                   provenance=provenance(n_train=len(short), n_val=len(val), n_test=0, data_sha256=file_sha256(mnist32),
@@ -315,19 +492,22 @@ def ablation_job(section: Mapping[str, Any], mnist28: str, mnist32: str, metrics
 ABLATION_COLUMNS = ["variant", "description", "val_accuracy", "val_accuracy_se", "confident_half_accuracy",
                     "confident_half_accuracy_exact_elbo", "delta_accuracy", "delta_confident_half", "accepted_share",
                     "top_mi", "learn_seconds", "n_train", "n_val"]
+# what the table takes from each variant's metrics.json, under the same names
+ABLATION_METRICS = ["variant", "val_accuracy", "val_accuracy_se", "confident_half_accuracy",
+                    "confident_half_accuracy_exact_elbo", "accepted_share", "top_mi", "learn_seconds"]
 
 
-def ablation_table_job(metrics_files: Sequence[str], descriptions: Mapping[str, str], output_csv: str) -> pd.DataFrame:
+def ablation_table_job(metrics_files: Sequence[str], config: Mapping[str, Any], output_csv: str) -> pd.DataFrame:
     """tables/rgm_ablation.csv: one row per variant, the differences to the full model."""
+    descriptions = build(AblationTableConfig, config).descriptions
     rows = []
     for path in metrics_files:
         record = read_json(path)
         m, p = record["metrics"], record["provenance"]
-        rows.append({"variant": m["variant"], "description": descriptions.get(m["variant"], ""),
-                     "val_accuracy": m["test_accuracy"], "val_accuracy_se": m["test_accuracy_se"],
-                     "confident_half_accuracy": m["confident_half_accuracy"],
-                     "confident_half_accuracy_exact_elbo": m["confident_half_accuracy_exact_elbo"],
-                     "accepted_share": m["accepted_share"], "top_mi": m["top_mi"], "learn_seconds": m["learn_seconds"],
+        missing = [key for key in ABLATION_METRICS if key not in m]
+        if missing:
+            raise ValueError(f"{path} lacks {missing}: it was written by an older rgm_ablation; rerun that rule")
+        rows.append({**{key: m[key] for key in ABLATION_METRICS}, "description": descriptions.get(m["variant"], ""),
                      "n_train": p["n_train"], "n_val": p["n_val"]})
     table = pd.DataFrame(rows)
     if "full" not in set(table["variant"]):
@@ -345,14 +525,15 @@ def ablation_table_job(metrics_files: Sequence[str], descriptions: Mapping[str, 
 # samples for the figures
 
 
-def samples_job(section: Mapping[str, Any], mnist32: str, model_npz: str, out_npz: str) -> None:
+def samples_job(config: Mapping[str, Any], mnist32: str, model_npz: str, out_npz: str) -> None:
     """Arrays for the figures: reconstructions from each level of some test images,
     samples per class, and predictive images along a mixture of two digits."""
-    model = load_model(model_npz, section)
-    fig = section["samples"]
-    rng = np.random.default_rng(section["seed"])
+    run = build(SamplesRun, config)
+    model = load_model(model_npz, run.fitted_config())
+    fig = run.samples
+    rng = np.random.default_rng(run.seed)
     data = load_npz(mnist32)
-    images = data["test_rgm"][:fig["n_reconstruct"]]
+    images = data["test_rgm"][:fig.n_reconstruct]
     codes = model.quantiser.encode(images)
     out = model.infer(codes)
     q = model.quantiser
@@ -360,14 +541,14 @@ def samples_job(section: Mapping[str, Any], mnist32: str, model_npz: str, out_np
     for level in range(1, model.n_structure_levels + 1):
         recon.append(q.decode_expected(model.predict_down(out["q"][level - 1], level)))
     n_classes = model.config.hierarchy.n_classes
-    classes = np.repeat(np.arange(n_classes), fig["n_generate"])
+    classes = np.repeat(np.arange(n_classes), fig.n_generate)
     generated = q.decode(model.sample(classes, rng, modes_below_top=True))
     ancestral = q.decode(model.sample(np.arange(n_classes), rng))
     eye = np.eye(n_classes)
     top = model.n_structure_levels
     predictive = q.decode_expected(model.predict_down(model.class_to_top(eye), top))
-    a, b = fig["mix_pair"]
-    weights = np.linspace(0.0, 1.0, fig["mixing_steps"])
+    a, b = fig.mix_pair
+    weights = np.linspace(0.0, 1.0, fig.mixing_steps)
     mix = np.stack([(1 - w) * eye[a] + w * eye[b] for w in weights])
     mixing = q.decode_expected(model.predict_down(model.class_to_top(mix), top))
     save_npz_atomic(out_npz, originals=q.prepare(images), reconstructions=np.stack(recon), generated=generated,

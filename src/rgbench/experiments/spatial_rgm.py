@@ -21,6 +21,9 @@ The seed's experiments, each reduced to numbers that can fail:
    construction of a convolutional decoder: a check, not a finding). Global perturbation:
    switching z2 to another digit with z1 redrawn from the new prior (as the seed does);
    ``global_switch_share`` is the share the classifier labels as the new digit.
+
+A hand-off with a ``probe`` block (the paper preset's probe) trains a few steps, cuts
+every evaluation loop to a few batches and marks the run ``probe`` in its provenance.
 """
 
 from __future__ import annotations
@@ -51,7 +54,7 @@ from rgbench.models.spatial_rgm import (
 )
 from rgbench.results import params_fingerprint, provenance, write_metrics
 from rgbench.runtime import describe_device, get_logger, pick_device, seed_everything
-from rgbench.training import TensorBatches, epoch_permutation, fit
+from rgbench.training import TensorBatches, capped, epoch_permutation, fit, measured, probe_record_path, split_probe
 
 log = get_logger("spatial_rgm")
 EXPERIMENT = "spatial_rgm"
@@ -60,7 +63,6 @@ EXPERIMENT = "spatial_rgm"
 TEMPERATURE_SWEEP = (1.0, 0.7, 0.5, 0.3)
 # Images per forward pass when scoring (speed only: the numbers do not depend on it).
 EVAL_BATCH = 1000
-PATCH = 4  # pixels per z1 cell along each axis (28 / 7)
 
 
 @dataclass
@@ -144,7 +146,8 @@ def train_job(config: Mapping[str, Any], mnist28: str | Path, model_path: str | 
               device: str = "auto") -> dict[str, Any]:
     """Train one Spatial RGM; write the model and training record (checkpoint beside them)."""
     started = time.perf_counter()
-    run = build(SpatialRunConfig, config)
+    settings, probe = split_probe(config)
+    run = build(SpatialRunConfig, settings)
     epochs, seed = run.epochs, run.seed
     device = pick_device(device)
     seed_everything(seed)
@@ -176,7 +179,8 @@ def train_job(config: Mapping[str, Any], mnist28: str | Path, model_path: str | 
     cpu_mark = [time.process_time()]
 
     def on_epoch_end(epoch: int) -> dict[str, Any]:
-        scores = hard_scores(model, x_val, y_val, device)
+        n_val = capped(probe, len(x_val), EVAL_BATCH)
+        scores = hard_scores(model, x_val[:n_val], y_val[:n_val], device)
         model.train()
         # CPU time of the epoch (validation included), kept in the checkpointed history so
         # that a resumed job still reports the whole training's CPU time
@@ -190,9 +194,10 @@ def train_job(config: Mapping[str, Any], mnist28: str | Path, model_path: str | 
 
     params = {"grid": run.grid, "batch_size": run.batch_size, "lr": run.lr, "train_limit": run.train_limit,
               "model": asdict(run.model), "loss": asdict(run.loss), "gumbel": asdict(run.gumbel)}
+    fingerprint = params_fingerprint({**params, **({"probe": True} if probe is not None else {})})
     result = fit(model, optimizer, make_batches, loss_fn, epochs,
                  checkpoint_path=Path(model_path).parent / "checkpoint.pt", on_epoch_end=on_epoch_end,
-                 description=f"spatial_rgm {run.grid} seed {seed}", fingerprint=params_fingerprint(params))
+                 description=f"spatial_rgm {run.grid} seed {seed}", fingerprint=fingerprint, probe=probe)
     history = [asdict(h) for h in result.history]
     seconds = [h["seconds"] for h in history]
     record = {
@@ -203,7 +208,8 @@ def train_job(config: Mapping[str, Any], mnist28: str | Path, model_path: str | 
         "n_train": len(x_train),
         "n_val": len(x_val),
         "epochs_run": len(history),
-        "steps_run": len(history) * -(-len(x_train) // run.batch_size),
+        # a probe stops after a few steps, not whole epochs
+        "steps_run": result.steps_run if probe is not None else len(history) * -(-len(x_train) // run.batch_size),
         "train_seconds": result.train_seconds,
         "seconds_per_epoch": float(np.mean(seconds)) if seconds else float("nan"),
         "cpu_seconds": float(sum(h["extra"]["cpu_seconds"] for h in history)),
@@ -217,6 +223,9 @@ def train_job(config: Mapping[str, Any], mnist28: str | Path, model_path: str | 
     }
     save_model(model, model_path, extra={"grid": run.grid, "seed": seed, "epochs": epochs})
     write_json_atomic(train_json, record)
+    if probe is not None:
+        probe.write(probe_record_path(Path(model_path).parent, probe), device=describe_device(device),
+                    n_params=record["parameters"])
     log.info("trained %d parameters, %.1f s/epoch, val accuracy %.4f", record["parameters"],
              record["seconds_per_epoch"], record["val_accuracy"])
     return record
@@ -353,7 +362,8 @@ def evaluate_job(config: Mapping[str, Any], model_path: str | Path, train_json: 
     from rgbench.evaluation.reference import load_reference_classifier
 
     started = time.perf_counter()
-    evaluate_cfg = build(SpatialEvaluateConfig, config)
+    settings, probe = split_probe(config)
+    evaluate_cfg = build(SpatialEvaluateConfig, settings)
     ecfg = evaluate_cfg.evaluation
     device = pick_device(device)
     seed_everything(ecfg.seed)
@@ -361,44 +371,51 @@ def evaluate_job(config: Mapping[str, Any], model_path: str | Path, train_json: 
     model = load_model(model_path, device)
     clf = load_reference_classifier(reference_model, device=device)
     splits: MnistSplits = load_splits(mnist28, limit_train=1, limit_test=evaluate_cfg.test_limit or None)
-    x_test = to_tensor_images(splits.test_images)
-    y_test = torch.from_numpy(splits.test_labels.astype(np.int64))
     num_codes, classes = model.config.codes, model.config.classes
     generator = torch.Generator().manual_seed(ecfg.seed)
-
-    # 1. abstraction
-    scores = hard_scores(model, x_test, y_test, device=device)
-    examples = x_test[:ecfg.figure_examples].to(device)
-    encoded = model.encode_hard(examples)
+    # a probe keeps eval_batches batches of each loop (each block's cut is recorded)
+    with measured(probe, "abstraction"):
+        n_test = capped(probe, len(splits.test_labels), EVAL_BATCH)
+        x_test = to_tensor_images(splits.test_images[:n_test])
+        y_test = torch.from_numpy(splits.test_labels[:n_test].astype(np.int64))
+        # 1. abstraction
+        scores = hard_scores(model, x_test, y_test, device=device)
+        examples = x_test[:ecfg.figure_examples].to(device)
+        encoded = model.encode_hard(examples)
 
     # 2. concept-conditional generation
-    digits = torch.arange(classes).repeat_interleave(ecfg.samples_per_digit)
-    _, samples = sample_from_prior(model, digits, ecfg.prior_temperature, generator)
-    sample_labels = clf.predict(samples.clamp(0, 1).numpy())
-    recognition = conditional_recognition(clf, samples.clamp(0, 1).numpy(), digits.numpy())
-    per_digit_recognition = (sample_labels == digits.numpy()).reshape(classes, -1).mean(axis=1)
-    diversity = [mean_pairwise_l1(samples[digits == d]) for d in range(classes)]
-    real_diversity = [mean_pairwise_l1(x_test[y_test == d][:ecfg.samples_per_digit, 0]) for d in range(classes)]
-    # the same at other prior temperatures: how recognisability trades against diversity
-    temperature_sweep = {}
-    for temperature in TEMPERATURE_SWEEP:
-        _, swept = sample_from_prior(model, digits, temperature, torch.Generator().manual_seed(ecfg.seed))
-        temperature_sweep[str(temperature)] = {
-            "conditional_recognition": conditional_recognition(clf, swept.clamp(0, 1).numpy(), digits.numpy()),
-            "diversity": float(np.mean([mean_pairwise_l1(swept[digits == d]) for d in range(classes)]))}
+    with measured(probe, "generation"):
+        per_digit = capped(probe, ecfg.samples_per_digit, EVAL_BATCH // classes)
+        digits = torch.arange(classes).repeat_interleave(per_digit)
+        _, samples = sample_from_prior(model, digits, ecfg.prior_temperature, generator)
+        sample_labels = clf.predict(samples.clamp(0, 1).numpy())
+        recognition = conditional_recognition(clf, samples.clamp(0, 1).numpy(), digits.numpy())
+        per_digit_recognition = (sample_labels == digits.numpy()).reshape(classes, -1).mean(axis=1)
+        diversity = [mean_pairwise_l1(samples[digits == d]) for d in range(classes)]
+        real_diversity = [mean_pairwise_l1(x_test[y_test == d][:per_digit, 0]) for d in range(classes)]
+        # the same at other prior temperatures: how recognisability trades against diversity
+        temperature_sweep = {}
+        for temperature in TEMPERATURE_SWEEP:
+            _, swept = sample_from_prior(model, digits, temperature, torch.Generator().manual_seed(ecfg.seed))
+            temperature_sweep[str(temperature)] = {
+                "conditional_recognition": conditional_recognition(clf, swept.clamp(0, 1).numpy(), digits.numpy()),
+                "diversity": float(np.mean([mean_pairwise_l1(swept[digits == d]) for d in range(classes)]))}
 
-    # 3. locality, then the global (z2) perturbation
-    windows = receptive_windows(model.dec1)
-    codes = model.encode_hard(x_test[:ecfg.locality_images].to(device))["codes"].cpu()
-    local = locality_scores(lambda z: model.decode(z.to(device)).cpu(), codes, num_codes, windows,
-                            ecfg.locality_alternatives, seed=ecfg.seed)
-    n_global = min(ecfg.global_images, len(x_test))
-    predicted = model.encode_hard(x_test[:n_global].to(device))["z2_logits"].argmax(1).cpu()
-    shift = torch.from_numpy(np.random.default_rng(ecfg.seed).integers(1, classes, size=n_global))
-    targets = (predicted + shift) % classes
-    _, switched = sample_from_prior(model, targets, ecfg.prior_temperature, generator)
-    switched_labels = clf.predict(switched.clamp(0, 1).numpy())
-    original_labels = clf.predict(splits.test_images[:n_global])
+    # 3. locality (one batch of decodes per image), then the global (z2) perturbation
+    with measured(probe, "locality"):
+        windows = receptive_windows(model.dec1)
+        n_local = capped(probe, min(ecfg.locality_images, len(splits.test_labels)), 1)
+        codes = model.encode_hard(x_test[:n_local].to(device))["codes"].cpu()
+        local = locality_scores(lambda z: model.decode(z.to(device)).cpu(), codes, num_codes, windows,
+                                ecfg.locality_alternatives, seed=ecfg.seed)
+    with measured(probe, "global"):
+        n_global = capped(probe, min(ecfg.global_images, len(splits.test_labels)), EVAL_BATCH)
+        predicted = model.encode_hard(x_test[:n_global].to(device))["z2_logits"].argmax(1).cpu()
+        shift = torch.from_numpy(np.random.default_rng(ecfg.seed).integers(1, classes, size=n_global))
+        targets = (predicted + shift) % classes
+        _, switched = sample_from_prior(model, targets, ecfg.prior_temperature, generator)
+        switched_labels = clf.predict(switched.clamp(0, 1).numpy())
+        original_labels = clf.predict(splits.test_images[:n_global])
 
     history = trained["history"]
     metrics = {
@@ -431,8 +448,8 @@ def evaluate_job(config: Mapping[str, Any], model_path: str | Path, train_json: 
         example_codes=encoded["codes"].cpu().numpy().astype(np.int64),
         example_z2=F.softmax(encoded["z2_logits"], dim=1).cpu().numpy(),
         example_recon=encoded["recon"][:, 0].cpu().numpy(),
-        samples=samples.reshape(classes, ecfg.samples_per_digit, *samples.shape[1:])[:, :min(
-            ecfg.figure_samples, ecfg.samples_per_digit)].numpy(),
+        samples=samples.reshape(classes, per_digit, *samples.shape[1:])[:, :min(ecfg.figure_samples,
+                                                                                  per_digit)].numpy(),
         per_digit_recognition=per_digit_recognition,
         per_digit_diversity=np.asarray(diversity),
         windows=windows.numpy(),
@@ -457,11 +474,15 @@ def evaluate_job(config: Mapping[str, Any], model_path: str | Path, train_json: 
         device=describe_device(device),
         provenance=provenance(n_train=trained["n_train"], n_val=trained["n_val"], n_test=len(x_test),
                               data_sha256=file_sha256(mnist28), n_params=trained["parameters"],
-                              epochs_run=trained["epochs_run"], steps_run=trained["steps_run"]),
+                              epochs_run=trained["epochs_run"], steps_run=trained["steps_run"],
+                              **({"probe": True} if probe is not None else {})),
         extra={"history": history, "per_digit_recognition": per_digit_recognition.tolist(),
                "per_digit_diversity": diversity, "eval_seconds": eval_seconds,
                "prior_temperature_sweep": temperature_sweep, "locality_perturbations": local["perturbations"]},
     )
+    if probe is not None:
+        probe.write(probe_record_path(Path(metrics_path).parent, probe), device=describe_device(device),
+                    n_params=trained["parameters"])
     log.info("test accuracy %.4f, recon mse %.4f, locality %.3f (random patch %.3f), conditional recognition %.3f",
              metrics["test_accuracy"], metrics["recon_mse"], metrics["locality"], metrics["locality_random_patch"],
              recognition)

@@ -161,17 +161,6 @@ class DepthNet(nn.Module):
             return stream
         return self.head(stream)
 
-    def layer_outputs(self, x: torch.Tensor) -> list[torch.Tensor]:
-        return [h for _, h, _ in self.iter_layers(x)]
-
-    @torch.no_grad()
-    def early_exit_logits(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits of the head applied to the stream after the first k hidden layers, for
-        k = 1..hidden_layers, shape (hidden_layers, batch, classes)."""
-        if not self.head_reads_sum:
-            raise ValueError("early exit needs a head that reads a sum of layers (GloNet or ResMLP), not MLP")
-        return torch.stack([self.head(stream) for _, _, stream in self.iter_layers(x)])
-
 
 def induced_one_norm(matrix: torch.Tensor) -> torch.Tensor:
     """The induced matrix 1-norm of a 2-D array laid out (rows, columns): the largest sum of
@@ -186,11 +175,6 @@ def replication_parameter_norms(model: DepthNet) -> torch.Tensor:
     layers = [*model.hidden, model.head]
     return torch.stack([induced_one_norm(layer.weight.detach().T) + layer.bias.detach().abs().sum()
                         for layer in layers])
-
-
-def count_linear_layers(model: DepthNet) -> int:
-    """Linear layers including the head: ``hidden_layers + 1`` by construction."""
-    return sum(isinstance(module, nn.Linear) for module in model.modules())
 
 
 def train_flops_per_sample(config: DepthNetConfig) -> float:

@@ -1,4 +1,4 @@
-"""Grid Potts energy-based models of 4-level MNIST (seed 003) and their likelihood tools.
+"""Lattice Potts energy-based models of 4-level MNIST (seed 003) and their likelihood tools.
 
 Both models share one convention, p(x) = exp(-E(x)) / Z:
 
@@ -9,8 +9,8 @@ Both models share one convention, p(x) = exp(-E(x)) / Z:
 - ``IndependentModel``: the bias-only model fitted by counting; its NLL is exact and it
   is the base distribution of annealed importance sampling (AIS).
 
-The categorical RBMs live in ``rgbench.models.rbm``; training is in
-``rgbench.experiments.potts_ebm``; the samplers in ``rgbench.models.potts_samplers``.
+The categorical RBMs live in ``rgbench.models.rbm``; PCD training of both in
+``rgbench.models.pcd``; the samplers in ``rgbench.models.potts_samplers``.
 """
 
 from __future__ import annotations
@@ -23,9 +23,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from rgbench.data.preprocess import LEVELS
 from rgbench.models.potts_samplers import CheckerboardGibbs
-
-LEVELS = 4
 
 
 # ----------------------------------------------------------------------------- models
@@ -39,7 +38,7 @@ class PottsConfig:
 
 
 class PottsModel(nn.Module):
-    """Grid Potts model; ``classes`` > 1 gives one bias field per class (E(x | y))."""
+    """Lattice Potts model; ``classes`` > 1 gives one bias field per class (E(x | y))."""
 
     def __init__(self, config: PottsConfig) -> None:
         super().__init__()
@@ -50,6 +49,10 @@ class PottsModel(nn.Module):
     @property
     def conditional(self) -> bool:
         return self.config.classes > 1
+
+    def parameter_count(self) -> int:
+        """Free parameters: every bias field and the two couplings."""
+        return int(sum(p.numel() for p in self.parameters()))
 
     def _bias_of(self, n: int, labels: torch.Tensor | None) -> torch.Tensor:
         if self.conditional:
@@ -215,8 +218,8 @@ def summarise_log_weights(log_w: np.ndarray, log_z_base: float = 0.0) -> AISResu
     return AISResult(log_z, se, log_w, float(w.sum() ** 2 / (w**2).sum()))
 
 
-class _GridPath:
-    """The annealing path from an independent model p0 to one class of a grid model:
+class _LatticePath:
+    """The annealing path from an independent model p0 to one class of a lattice model:
     f_beta(x) = log p0(x) + beta g(x) with g(x) = -E(x) - log p0(x), each step moved by a
     checkerboard sweep of the Potts model with bias (1 - beta) log p0 + beta b and
     couplings beta w (log Z0 = 0: p0 is normalised)."""
@@ -244,8 +247,8 @@ class _GridPath:
 def ais_potts(model: PottsModel, base: IndependentModel, chains: int, betas: np.ndarray,
               generator: torch.Generator | None = None, sampler: CheckerboardGibbs | None = None,
               label: int | None = None) -> AISResult:
-    """log Z of a grid model (class ``label`` of a conditional one) by AIS from ``base``."""
-    path = _GridPath(model, base, label, sampler)
+    """log Z of a lattice model (class ``label`` of a conditional one) by AIS from ``base``."""
+    path = _LatticePath(model, base, label, sampler)
     k = 0 if label is None else int(label)
     labels = torch.full((chains,), k, dtype=torch.long) if base.log_probs.shape[0] > 1 else None
     padded = path.sampler.pad(base.sample(chains, generator, labels=labels))
@@ -263,7 +266,7 @@ def raise_potts(model: PottsModel, base: IndependentModel, images: torch.Tensor,
     """Reverse annealing (RAISE) from each image: a stochastic lower bound on log p(x)
     (log p(x | label) for a conditional model), -E(x) - sum_k (beta_k - beta_{k-1}) g(x_{k-1})
     with x_{k-1} drawn by the sweep at beta_k from x_k (checkerboard Gibbs is reversible)."""
-    path = _GridPath(model, base, label, sampler)
+    path = _LatticePath(model, base, label, sampler)
     padded = path.sampler.pad(images.to(torch.uint8))
     total = path.sampler.log_potential(padded, path.bias, path.w_h, path.w_v)
     for k in range(len(betas) - 1, 0, -1):

@@ -1,7 +1,7 @@
-"""Gibbs samplers for grid Potts models: a fast checkerboard block sampler and the
+"""Gibbs samplers for lattice Potts models: a fast checkerboard block sampler and the
 plain sequential single-site reference.
 
-On a 4-neighbour grid the sites of one checkerboard colour are conditionally independent
+On a 4-neighbour lattice the sites of one checkerboard colour are conditionally independent
 given the other colour, so a whole colour is updated at once. The conditional of a site
 with bias b and neighbours n_1..n_4 is
 
@@ -34,7 +34,12 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-LEVELS = 4  # the torch path's neighbourhood byte encodes four neighbours of 2 bits each
+from rgbench.data.preprocess import LEVELS
+
+# Both kernels are written for 4 levels: the numba loop draws from p0..p3 and the torch
+# path's neighbourhood byte packs four neighbours of 2 bits each.
+if LEVELS != 4:
+    raise ImportError(f"the checkerboard samplers are written for 4 levels, LEVELS is {LEVELS}")
 CONFIGS = LEVELS**4
 SENTINEL = 4  # border level of the numba state: equal to no real level
 BLOCK = 256  # chains per numba work item: 784 sites x 256 chains of uint8 stay in L2
@@ -159,7 +164,7 @@ def _class_blocks(labels: np.ndarray, block: int = BLOCK) -> tuple[np.ndarray, n
 
 def _neighbour_counts(height: int, width: int, he: int, we: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Horizontal and vertical equal-neighbour counts (he*we, 256, L) for every site and
-    neighbourhood byte; neighbours outside the real grid count for nothing."""
+    neighbourhood byte; neighbours outside the real lattice count for nothing."""
     cfg = torch.arange(CONFIGS)
     digits = torch.stack([(cfg >> (2 * k)) & 3 for k in range(4)], dim=1)  # (256, 4): left right up down
     level = torch.arange(LEVELS)
@@ -175,8 +180,8 @@ def _neighbour_counts(height: int, width: int, he: int, we: int) -> tuple[torch.
 
 
 @dataclass
-class GridGeometry:
-    """Index bookkeeping of the torch path: a (height, width) grid extended to even size
+class LatticeGeometry:
+    """Index bookkeeping of the torch path: a (height, width) lattice extended to even size
     with phantom sites (which the real sites never read) and stored with a zero border,
     so both checkerboard colours are rectangular strided views."""
 
@@ -185,7 +190,7 @@ class GridGeometry:
 
     def __post_init__(self) -> None:
         if self.height < 1 or self.width < 1:
-            raise ValueError(f"grid must be at least 1x1, got {self.height}x{self.width}")
+            raise ValueError(f"lattice must be at least 1x1, got {self.height}x{self.width}")
         self.he = self.height + self.height % 2
         self.we = self.width + self.width % 2
         self.pitch = self.we + 2
@@ -220,12 +225,12 @@ class GridGeometry:
         return padded.view(chains, self.stored)
 
     def unpad(self, padded: torch.Tensor) -> torch.Tensor:
-        grid = padded.view(padded.shape[0], self.he + 2, self.pitch)
-        return grid[:, 1: self.height + 1, 1: self.width + 1]
+        stored = padded.view(padded.shape[0], self.he + 2, self.pitch)
+        return stored[:, 1: self.height + 1, 1: self.width + 1]
 
 
 def conditional_table(bias: torch.Tensor, w_h: float | torch.Tensor, w_v: float | torch.Tensor,
-                      counts: tuple[torch.Tensor, torch.Tensor], geometry: GridGeometry) -> torch.Tensor:
+                      counts: tuple[torch.Tensor, torch.Tensor], geometry: LatticeGeometry) -> torch.Tensor:
     """Cumulative conditional probabilities (K * he*we * 256, L - 1) of the Potts model
     p(x) ~ exp(sum_i bias[y, i, x_i] + w_h #equal horizontal pairs + w_v #equal vertical pairs).
 
@@ -250,7 +255,7 @@ def conditional_table(bias: torch.Tensor, w_h: float | torch.Tensor, w_v: float 
 # ----------------------------------------------------------------------------- the sampler
 
 class CheckerboardGibbs:
-    """Two-colour block Gibbs sampler for many parallel chains of a grid Potts model.
+    """Two-colour block Gibbs sampler for many parallel chains of a lattice Potts model.
 
     Usage: ``sampler.set_parameters(bias, w_h, w_v)`` whenever the parameters change,
     then ``sampler.sweep(padded, sweeps, generator)`` on a state from ``sampler.pad``.
@@ -269,7 +274,7 @@ class CheckerboardGibbs:
             raise RuntimeError("the numba kernel needs a CPU device and the numba package")
         self.backend = "numba" if backend in {"auto", "numba"} and on_cpu and numba_available() else "torch"
         if height < 1 or width < 1:
-            raise ValueError(f"grid must be at least 1x1, got {height}x{width}")
+            raise ValueError(f"lattice must be at least 1x1, got {height}x{width}")
         self.height, self.width = height, width
         self.threads = threads
         self.classes = 1
@@ -281,7 +286,7 @@ class CheckerboardGibbs:
             self._positions = np.asarray([(r + 1) * self.pitch + c + 1 for r, c in order], dtype=np.int64)
             self._site_order = np.asarray([r * width + c for r, c in order], dtype=np.int64)
         else:
-            self.geometry = GridGeometry(height, width)
+            self.geometry = LatticeGeometry(height, width)
             self.stored = self.geometry.stored
             self.counts = tuple(t.to(self.device) for t in _neighbour_counts(height, width, self.geometry.he,
                                                                             self.geometry.we))
@@ -292,7 +297,7 @@ class CheckerboardGibbs:
         if bias.dim() == 3:
             bias = bias.unsqueeze(0)
         if tuple(bias.shape[1:3]) != (self.height, self.width):
-            raise ValueError(f"bias grid {tuple(bias.shape[1:3])} does not match sampler grid "
+            raise ValueError(f"bias lattice {tuple(bias.shape[1:3])} does not match sampler lattice "
                              f"{(self.height, self.width)}")
         if bias.shape[-1] != LEVELS:
             raise ValueError(f"the block sampler draws {LEVELS} levels, got {bias.shape[-1]}")
@@ -314,16 +319,16 @@ class CheckerboardGibbs:
         if self.backend == "torch":
             return self.geometry.pad(states.to(self.device))
         chains = states.shape[0]
-        grid = torch.full((self.height + 2, self.pitch, chains), SENTINEL, dtype=torch.uint8)
-        grid[1:-1, 1:-1] = states.to("cpu", torch.uint8).permute(1, 2, 0)
-        return grid.view(self.stored, chains).t()
+        bordered = torch.full((self.height + 2, self.pitch, chains), SENTINEL, dtype=torch.uint8)
+        bordered[1:-1, 1:-1] = states.to("cpu", torch.uint8).permute(1, 2, 0)
+        return bordered.view(self.stored, chains).t()
 
     def unpad(self, padded: torch.Tensor) -> torch.Tensor:
         """The sampler state -> (C, H, W) uint8 levels (a copy)."""
         if self.backend == "torch":
             return self.geometry.unpad(padded.contiguous()).contiguous()
-        grid = padded.t().reshape(self.height + 2, self.pitch, padded.shape[0])
-        return grid[1:-1, 1:-1].permute(2, 0, 1).contiguous()
+        bordered = padded.t().reshape(self.height + 2, self.pitch, padded.shape[0])
+        return bordered[1:-1, 1:-1].permute(2, 0, 1).contiguous()
 
     def _check_labels(self, labels: torch.Tensor | None, chains: int) -> torch.Tensor | None:
         if labels is None:

@@ -1,7 +1,7 @@
 """Every model of the potts_ebm experiment as a THRML block-Gibbs program (Extropic's THRML,
 the seed's sampler), so THRML samples the very models our samplers sample.
 
-- Grid Potts models (``potts``, ``potts_cond``): one ``CategoricalNode`` per pixel in two
+- Lattice Potts models (``potts``, ``potts_cond``): one ``CategoricalNode`` per pixel in two
   checkerboard blocks, a ``CategoricalEBMFactor`` per colour for the biases and one per
   edge direction for the couplings (w * identity over the two levels). The class of
   ``potts_cond`` is a clamped 10-state node joined to every pixel by a factor whose table
@@ -23,24 +23,32 @@ jax is first imported.
 from __future__ import annotations
 
 import os
+import sys
 import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
 import numpy as np
+import torch.nn as nn
 
-LEVELS = 4
+from rgbench.data.preprocess import LEVELS
+from rgbench.models.potts import PottsModel
+from rgbench.models.rbm import CategoricalRBM
 
 
 def configure_jax(threads: int = 1) -> None:
-    """Pin XLA's CPU client to ``threads`` threads (the rule's ``threads``); a no-op once
-    jax has been imported, so call it first."""
-    if "jax" in __import__("sys").modules:
+    """Pin XLA's CPU client to one thread when the rule has one (``threads`` = 1); with more
+    threads XLA's own default (all cores) stands. A no-op once jax has been imported, so
+    call it first.
+
+    XLA reads ``intra_op_parallelism_threads=1`` only beside
+    ``--xla_cpu_multi_thread_eigen=false``; written alone it is taken for a file name and
+    XLA aborts, so nothing is written for more threads."""
+    if "jax" in sys.modules or threads != 1:
         return
     flags = os.environ.get("XLA_FLAGS", "")
     if "intra_op_parallelism_threads" not in flags:
-        extra = "--xla_cpu_multi_thread_eigen=false" if threads == 1 else ""
-        os.environ["XLA_FLAGS"] = f"{flags} {extra} intra_op_parallelism_threads={int(threads)}".strip()
+        os.environ["XLA_FLAGS"] = f"{flags} --xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1".strip()
 
 
 def clamped_labels(conditional: bool, labels: np.ndarray | None, chains: int) -> list[np.ndarray]:
@@ -52,10 +60,10 @@ def clamped_labels(conditional: bool, labels: np.ndarray | None, chains: int) ->
     return [np.asarray(labels, dtype=np.uint8).reshape(chains, 1)]
 
 
-# ----------------------------------------------------------------------------- grid Potts
+# ----------------------------------------------------------------------------- lattice Potts
 
-class GridFactorGraph:
-    """A (height, width) 4-level Potts grid (optionally with a clamped class node) as THRML
+class LatticeFactorGraph:
+    """A (height, width) 4-level Potts lattice (optionally with a clamped class node) as THRML
     nodes and checkerboard blocks; :meth:`program` adds parameters."""
 
     def __init__(self, height: int, width: int, classes: int = 1) -> None:
@@ -101,8 +109,9 @@ class GridFactorGraph:
         samplers = [CategoricalGibbsConditional(LEVELS) for _ in self.blocks]
         return FactorSamplingProgram(spec, samplers, self.factors(bias, w_h, w_v), [])
 
-    def to_state(self, images: np.ndarray) -> list[np.ndarray]:
-        """(C, H, W) levels -> the free blocks' states [(C, n_block)] uint8."""
+    def to_state(self, images: np.ndarray, rng: np.random.Generator | None = None) -> list[np.ndarray]:
+        """(C, H, W) levels -> the free blocks' states [(C, n_block)] uint8 (``rng``: unused,
+        every block is pixels; the RBM's graph draws its hidden start from it)."""
         flat = np.asarray(images, dtype=np.uint8).reshape(len(images), -1)
         return [np.ascontiguousarray(flat[:, order]) for order in self.order]
 
@@ -241,6 +250,25 @@ class RBMLayerGraph:
 
     def clamp(self, labels: np.ndarray | None, chains: int) -> list[np.ndarray]:
         return clamped_labels(self.label_block is not None, labels, chains)
+
+
+def thrml_graph(model: nn.Module) -> tuple[Any, tuple, Callable[[list[Any]], np.ndarray]]:
+    """(graph, the model's parameters as the graph's program takes them, state -> images)
+    for a trained lattice Potts model or categorical RBM."""
+    height, width = model.config.height, model.config.width
+    if isinstance(model, PottsModel):
+        classes = model.config.classes
+        graph: Any = LatticeFactorGraph(height, width, classes)
+        bias, w_h, w_v = model.sampler_parameters()
+        params: tuple = (bias.numpy().reshape(classes, height * width, LEVELS), np.float32(w_h), np.float32(w_v))
+        return graph, params, graph.to_images
+    if not isinstance(model, CategoricalRBM):
+        raise TypeError(f"no THRML graph for {type(model).__name__}")
+    graph = RBMLayerGraph(height * width, model.config.hidden, model.config.classes)
+    params = (model.weight.detach().numpy(), model.visible_bias.detach().numpy(), model.hidden_bias.detach().numpy())
+    if model.conditional:
+        params += (model.label_weight.detach().numpy(),)
+    return graph, params, lambda state: graph.to_images(state, height, width)
 
 
 # ----------------------------------------------------------------------------- running

@@ -41,7 +41,6 @@ import torch.nn.functional as F
 
 from rgbench.models.potts import AISResult, summarise_log_weights
 
-LEVELS = 4
 # hidden_product's switch to the dense product: beyond ~20% active units the sparse sum
 # loses (measured on 1,000 chains of a trained H = 500 RBM, 4% active: 4.5x faster)
 SPARSE_HIDDEN = 0.1
@@ -98,6 +97,14 @@ class CategoricalRBM(nn.Module):
     @property
     def conditional(self) -> bool:
         return self.config.classes > 0
+
+    def parameter_count(self) -> int:
+        """Free parameters (the label layer only when there is one: unconditional RBMs keep a
+        zero placeholder of it)."""
+        count = self.weight.numel() + self.visible_bias.numel() + self.hidden_bias.numel()
+        if self.conditional:
+            count += self.label_weight.numel() + self.label_bias.numel()
+        return int(count)
 
     # ------------------------------------------------------------------ visible layer
 

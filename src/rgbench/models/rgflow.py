@@ -358,19 +358,13 @@ def from_logit(y: torch.Tensor) -> torch.Tensor:
     return ((torch.sigmoid(y) - (1 - LOGIT_CONSTRAINT) / 2) / LOGIT_CONSTRAINT).clamp(0, 1)
 
 
-def dequantise(images: torch.Tensor, noise: torch.Tensor | None = None,
-               generator: torch.Generator | None = None) -> torch.Tensor:
-    """uint8 (B, L, L, C) -> float (B, C, L, L) in [0, 1): (k + u) / 256, u ~ U[0, 1)."""
+def dequantise(images: torch.Tensor, noise: torch.Tensor | None = None) -> torch.Tensor:
+    """uint8 (B, L, L, C) -> float (B, C, L, L) in [0, 1): (k + u) / 256, u ~ U[0, 1)
+    (``noise``: a given u, e.g. seeded; drawn from torch's global generator when None)."""
     x = images.permute(0, 3, 1, 2).float()
     if noise is None:
-        noise = torch.rand(x.shape, generator=generator, device=x.device)
+        noise = torch.rand(x.shape, device=x.device)
     return (x + noise) / 256
-
-
-def nll_nats(model: RGFlow, images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-    """-log p(x) in nats per image for uint8 images, x dequantised into [0, 1)."""
-    y, ldj_logit = to_logit(dequantise(images, generator=generator))
-    return -(model.log_prob(y) + ldj_logit)
 
 
 def bits_per_dim(nll: torch.Tensor | float, dims: int) -> float:

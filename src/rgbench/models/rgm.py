@@ -2,20 +2,18 @@
 
 "From pixels to planning: scale-free active inference" (arXiv 2407.20292), as its SPM demo
 ``toolbox/DEM/DEM_MNIST_RGM.m`` runs it (spm/spm at 23a9359a6). Each departure of the
-first port from the demo is a switch whose first value is the demo's choice:
+first port from the demo is a switch (:mod:`rgbench.models.rgm_config`) whose first value
+is the demo's choice:
 
-- pixels -> outcomes (:class:`QuantiserConfig`): 64 overlapping groups of pixels with
-  Gaussian radial-basis weights (``tiling``), an uncentred SVD per group (``center``),
-  the modes kept by spm_svd's variance rule (``mode_rule``), 7 bins per singular variate
-  centred on linspace(-max|u|, max|u|) (``bins``);
-- the hierarchy (:class:`HierarchyConfig`): a level-1 factor owns a 2x2 block of groups
+- pixels -> outcomes: :mod:`rgbench.models.rgm_quantiser`;
+- the hierarchy (``HierarchyConfig``): a level-1 factor owns a 2x2 block of groups
   (``l1_block``), then 2x2 blocks up to one factor, then the class; structure learning
   makes the exemplars' distinct codes the states; Dirichlet priors normalise(A + p)
   (``prior``);
-- active learning (:class:`LearningConfig`): one image at a time with its class clamped,
+- active learning (``LearningConfig``): one image at a time with its class clamped,
   full outer-product counts (``counts``), each likelihood tensor's update taken in with
   weight sigmoid(beta x its mutual-information gain) (``gate``), forgetting eta;
-- inference (:class:`InferenceConfig`): one pass that predicts every factor's prior from
+- inference (``InferenceConfig``): one pass that predicts every factor's prior from
   its parent's prior, then updates beliefs bottom-up, modality after modality, dropping
   states below e^-prune (``scheme: spm_forward``), or exact tree message passing
   (``exact``). Each level's F is the sum of its log partition functions; the demo's ELBO
@@ -23,12 +21,7 @@ first port from the demo is a switch whose first value is the demo's choice:
   restarts its running sum Q.F at every level when T = 1: its try block reads Q.s{L} before
   that cell exists).
 
-Likelihood tensors are held as "families" (:class:`Tensors`): ``a[p, b, row, col]`` holds
-the counts of outcome ``row`` of tensor ``b`` of factor ``p`` given the parent state
-``col``, with one spare row and column that padding indices point at. Counts are kept as
-``scale[p, b] x a`` so that forgetting (a multiplication of the whole tensor) is one
-number; the mutual information of ``a / sum(a)`` is scale free and is kept up to date
-from running sums, so the accept / reject choice costs only the entries an image touches.
+The likelihood tensors of each level are one family (:class:`~rgbench.models.rgm_tensors.Tensors`).
 """
 
 from __future__ import annotations
@@ -41,471 +34,18 @@ from typing import Any, Callable, Sequence
 import numpy as np
 from scipy import special
 
+from rgbench.models.rgm_config import RGMConfig
+from rgbench.models.rgm_quantiser import Quantiser
+from rgbench.models.rgm_tensors import Tensors
+
 # states whose running posterior falls below e^-prune are dropped (spm_VBX); log
 # likelihoods are floored at -32 (spm_log), so no outcome is ever impossible
 LOG_FLOOR = -32.0
 SUPPORT_FLOOR = math.exp(LOG_FLOOR)   # posterior mass below this receives no counts
-RESCALE_BELOW = 1e-6                  # fold the forgetting factor into the counts below this
-
-QUANTISER_TILINGS = ("rbf", "square")
-MODE_RULES = ("spm", "ratio")
-BIN_RULES = ("maxabs", "sd")
-PRIORS = ("spm2024", "spm_head", "scaled")
-GATES = ("tensor_mi", "accept_all")
-COUNT_RULES = ("full", "top_k")
-SCHEMES = ("spm_forward", "exact")
-ELBOS = ("spm_demo", "sum_levels", "exact")
-
-
-def _choice(name: str, value: str, allowed: Sequence[str]) -> None:
-    if value not in allowed:
-        raise ValueError(f"{name} must be one of {list(allowed)}, got {value!r}")
-
-
-# ----------------------------------------------------------------------------------
-# configuration (no defaults: config.yaml is their one home)
-
-
-@dataclass
-class QuantiserConfig:
-    image_size: int          # 32
-    tile: int                # spacing of group centres (and side of a square tile) in pixels
-    tiling: str              # rbf: overlapping Gaussian-weighted groups (spm_tile); square: disjoint tiles
-    rbf_sigma: float         # SD of the radial-basis weights (spm_tile: tile / 2)
-    rbf_radius: float        # pixels closer than this to a centre belong to its group (spm_tile: 2 tile)
-    center: bool             # subtract each group's mean before the SVD (the demo does not)
-    mode_rule: str           # spm: eigenvalue x channels x pixels / total > 1 / su; ratio: s_k / s_1 > sv_threshold
-    su: float                # spm_rgb2O's RGB.su
-    channel_copies: int      # the demo copies grey into 3 RGB channels, which scales spm_svd's threshold
-    sv_threshold: float      # ratio rule only
-    max_modes: int           # singular variates kept per group at most
-    n_bins: int              # quantisation levels per variate (odd)
-    bins: str                # maxabs: centres linspace(-max|u|, max|u|, n_bins); sd: width bin_width SDs around the mean
-    bin_width: float         # sd bins only
-    histogram_width: float   # S of the equalisation curve exp(-(rank - n)^2 / (S n))
-
-    def __post_init__(self) -> None:
-        _choice("tiling", self.tiling, QUANTISER_TILINGS)
-        _choice("mode_rule", self.mode_rule, MODE_RULES)
-        _choice("bins", self.bins, BIN_RULES)
-        if self.image_size % self.tile:
-            raise ValueError(f"image_size {self.image_size} is not a multiple of tile {self.tile}")
-        if self.n_bins < 3 or self.n_bins % 2 == 0:
-            raise ValueError(f"n_bins must be odd and >= 3 so that one bin is centred on 0, got {self.n_bins}")
-        if self.max_modes < 1:
-            raise ValueError(f"max_modes must be >= 1, got {self.max_modes}")
-
-    @property
-    def grid(self) -> int:
-        return self.image_size // self.tile
-
-
-@dataclass
-class HierarchyConfig:
-    l1_block: int            # groups per side owned by one level-1 factor (the demo: 2)
-    block: int               # child factors per side under one parent
-    prior: str               # spm2024: normalise(onehot + p); spm_head: onehot + p; scaled: p (onehot + floor)
-    concentration: float     # p of the structure levels (1/16)
-    top_concentration: float  # p of the class level (1/128)
-    prior_floor: float       # scaled prior only: pseudo-count of unseen entries relative to p
-    n_classes: int
-
-    def __post_init__(self) -> None:
-        _choice("prior", self.prior, PRIORS)
-        if self.l1_block < 1 or self.block < 2:
-            raise ValueError(f"l1_block must be >= 1 and block >= 2, got {self.l1_block}, {self.block}")
-
-
-@dataclass
-class LearningConfig:
-    gate: str                # tensor_mi: each tensor's update weighted by sigmoid(beta dMI); accept_all
-    beta: float
-    eta: float | None        # forgetting: accepted counts times eta / (eta + weight); null = none
-    counts: str              # full: outer products of the posteriors; top_k: the top_k columns above tol
-    top_k: int
-    tol: float
-
-    def __post_init__(self) -> None:
-        _choice("gate", self.gate, GATES)
-        _choice("counts", self.counts, COUNT_RULES)
-        if self.eta is not None and self.eta <= 0:
-            raise ValueError(f"eta must be positive or null, got {self.eta}")
-
-
-@dataclass
-class InferenceConfig:
-    scheme: str              # spm_forward: the demo's single prior-weighted pass; exact: tree message passing
-    prune: float | None      # spm_forward: drop states below e^-prune before each update (null: keep all)
-    elbo: str                # ranks the confident half: spm_demo (F of the top structure level + class level),
-                             # sum_levels (F of every level) or exact (log evidence)
-    batch: int
-
-    def __post_init__(self) -> None:
-        _choice("scheme", self.scheme, SCHEMES)
-        _choice("elbo", self.elbo, ELBOS)
-        if self.elbo != "exact" and self.scheme != "spm_forward":
-            raise ValueError(f"elbo {self.elbo} needs scheme spm_forward")
-
-
-@dataclass
-class RGMConfig:
-    quantiser: QuantiserConfig
-    hierarchy: HierarchyConfig
-    learning: LearningConfig
-    inference: InferenceConfig
-
-    def __post_init__(self) -> None:
-        grid = self.quantiser.grid
-        if grid % self.hierarchy.l1_block:
-            raise ValueError(f"the {grid}x{grid} group grid cannot be split into level-1 blocks of "
-                             f"{self.hierarchy.l1_block}")
-        n = grid // self.hierarchy.l1_block
-        while n > 1:
-            if n % self.hierarchy.block:
-                raise ValueError(f"factor grid {grid // self.hierarchy.l1_block} cannot be halved down to 1x1 by "
-                                 f"blocks of {self.hierarchy.block}")
-            n //= self.hierarchy.block
-
-    @property
-    def level_sides(self) -> list[int]:
-        """Factor grid side per structure level, bottom to top: e.g. [4, 2, 1]."""
-        sides, n = [], self.quantiser.grid // self.hierarchy.l1_block
-        while True:
-            sides.append(n)
-            if n == 1:
-                return sides
-            n //= self.hierarchy.block
-
-
-# ----------------------------------------------------------------------------------
-# pixels -> outcomes
-
-
-def intensities(ranks: np.ndarray, width: float) -> np.ndarray:
-    """Rank images -> the demo's equalisation curve exp(-(r - n)^2 / (width n)) in [0, 1].
-
-    uint16 input holds ordinal ranks 1..n (the cache); uint8 input the first port's average
-    ranks scaled to 0..255; float input is taken as intensities already.
-    """
-    ranks = np.asarray(ranks)
-    if ranks.ndim != 3:
-        raise ValueError(f"expected (N, H, W) images, got shape {ranks.shape}")
-    n = ranks.shape[1] * ranks.shape[2]
-    if ranks.dtype == np.uint16:
-        r = np.arange(n + 1, dtype=np.float64)                  # a lookup table over ranks 0..n
-    elif ranks.dtype == np.uint8:
-        r = np.arange(256, dtype=np.float64) / 255.0 * (n - 1) + 1
-    else:
-        return ranks.astype(np.float64)
-    return np.exp(-((r - n) ** 2) / (width * n))[ranks]
-
-
-@dataclass
-class Groups:
-    """Pixel groups on a ``grid`` x ``grid`` lattice of centres, in column-major order
-    (group ``i + grid j`` sits in grid row i, column j, as spm_tile orders them).
-    ``pixels[g, :size[g]]`` are flat (row-major) pixel indices, ``weights`` their weights
-    (zero on padding)."""
-
-    pixels: np.ndarray    # (G, P) int
-    weights: np.ndarray   # (G, P)
-    size: np.ndarray      # (G,)
-    grid: int
-
-
-def make_groups(config: QuantiserConfig) -> Groups:
-    """spm_tile: centres at linspace(tile/2, side - tile/2) (1-based pixel coordinates);
-    ``rbf``: pixels within ``rbf_radius`` belong to a group, weighted by a Gaussian of SD
-    ``rbf_sigma`` normalised so that each pixel's weights over all groups sum to 1;
-    ``square``: the disjoint tile x tile blocks, weight 1."""
-    side, d, grid = config.image_size, config.tile, config.grid
-    rows, cols = np.divmod(np.arange(side * side), side)
-    members, weights = [], []
-    if config.tiling == "square":
-        for j in range(grid):
-            for i in range(grid):
-                inside = (rows // d == i) & (cols // d == j)
-                members.append(np.flatnonzero(inside))
-                weights.append(np.ones(int(inside.sum())))
-    else:
-        centres = np.linspace(d / 2, side - d / 2, grid)
-        dist2 = np.stack([((rows + 1) - centres[i]) ** 2 + ((cols + 1) - centres[j]) ** 2
-                          for j in range(grid) for i in range(grid)])             # (G, pixels)
-        h = np.exp(-dist2 / (2 * config.rbf_sigma ** 2))
-        h /= h.sum(axis=0, keepdims=True)
-        for g in range(grid * grid):
-            inside = np.flatnonzero(np.sqrt(dist2[g]) < config.rbf_radius)
-            members.append(inside)
-            weights.append(h[g, inside])
-    size = np.array([len(m) for m in members])
-    pixels = np.zeros((len(members), size.max()), dtype=np.int64)
-    w = np.zeros((len(members), size.max()))
-    for g, (m, v) in enumerate(zip(members, weights)):
-        pixels[g, :len(m)], w[g, :len(m)] = m, v
-    return Groups(pixels, w, size, grid)
-
-
-@dataclass
-class Quantiser:
-    """Per-group SVD and binning: ``basis[g, k]`` is mode k of group g over its pixels
-    (zero past ``n_modes[g]``), ``mean[g]`` the subtracted mean (zero when uncentred), and
-    the bins of mode k are centred on ``low[g, k] + step[g, k] * (0 .. n_bins - 1)``."""
-
-    groups: Groups
-    mean: np.ndarray      # (G, P)
-    basis: np.ndarray     # (G, M, P)
-    n_modes: np.ndarray   # (G,)
-    low: np.ndarray       # (G, M)
-    step: np.ndarray      # (G, M)
-    n_bins: int
-    histogram_width: float
-    image_size: int
-
-    def prepare(self, images: np.ndarray) -> np.ndarray:
-        """Rank images -> the [0, 1] intensities the SVD works on."""
-        return intensities(images, self.histogram_width)
-
-    def weighted(self, x: np.ndarray) -> np.ndarray:
-        """(N, H, W) intensities -> (N, G, P) weighted group pixels."""
-        flat = x.reshape(len(x), -1)
-        return flat[:, self.groups.pixels] * self.groups.weights[None]
-
-    def variates(self, images: np.ndarray, chunk: int = 2000) -> np.ndarray:
-        """(N, G, M) singular variates (projections) of rank images."""
-        out = np.zeros((len(images), *self.basis.shape[:2]))
-        for start in range(0, len(images), chunk):
-            y = self.weighted(self.prepare(images[start:start + chunk])) - self.mean[None]
-            out[start:start + chunk] = np.einsum("ngp,gmp->ngm", y, self.basis)
-        return out
-
-    def encode(self, images: np.ndarray) -> np.ndarray:
-        """Rank images -> bin indices (N, G, M) int8 (the nearest bin centre); modes past
-        ``n_modes`` hold the centre bin."""
-        z = np.rint((self.variates(images) - self.low[None]) / self.step[None])
-        codes = np.clip(z, 0, self.n_bins - 1).astype(np.int8)
-        kept = np.arange(self.basis.shape[1])[None, :] < self.n_modes[:, None]
-        return np.where(kept[None], codes, self.n_bins // 2).astype(np.int8)
-
-    def decode_expected(self, probs: np.ndarray) -> np.ndarray:
-        """Bin probabilities (N, G, M, n_bins) -> images (N, H, W): the expected variates
-        projected back, each group's weighted pixels summed (weights sum to 1 per pixel)."""
-        centres = self.low[..., None] + self.step[..., None] * np.arange(self.n_bins)
-        u = np.einsum("ngmk,gmk->ngm", probs, centres)
-        kept = (np.arange(self.basis.shape[1])[None, :] < self.n_modes[:, None])[None]
-        y = self.mean[None] + np.einsum("ngm,gmp->ngp", np.where(kept, u, 0.0), self.basis)
-        side = self.image_size
-        out = np.zeros((len(probs), side * side))
-        valid = self.groups.weights > 0
-        for g in range(len(self.n_modes)):
-            np.add.at(out, (slice(None), self.groups.pixels[g, valid[g]]), y[:, g, valid[g]])
-        return np.clip(out.reshape(-1, side, side), 0.0, 1.0)
-
-    def decode(self, codes: np.ndarray) -> np.ndarray:
-        return self.decode_expected(np.eye(self.n_bins)[codes.astype(np.int64)])
-
-    def arrays(self) -> dict[str, np.ndarray]:
-        return {"q_pixels": self.groups.pixels, "q_weights": self.groups.weights, "q_size": self.groups.size,
-                "q_mean": self.mean, "q_basis": self.basis, "q_n_modes": self.n_modes, "q_low": self.low,
-                "q_step": self.step,
-                "q_meta": np.array([self.groups.grid, self.n_bins, self.histogram_width, self.image_size])}
-
-    @classmethod
-    def from_arrays(cls, a: dict[str, np.ndarray]) -> "Quantiser":
-        grid, n_bins, width, side = a["q_meta"]
-        groups = Groups(a["q_pixels"], a["q_weights"], a["q_size"], int(grid))
-        return cls(groups, a["q_mean"], a["q_basis"], a["q_n_modes"], a["q_low"], a["q_step"], int(n_bins),
-                   float(width), int(side))
-
-
-def fit_quantiser(images: np.ndarray, config: QuantiserConfig) -> Quantiser:
-    """Fit the per-group SVD and the bins on ``images`` (rank images), as spm_rgb2O."""
-    groups = make_groups(config)
-    x = intensities(images, config.histogram_width)
-    y_all = x.reshape(len(x), -1)
-    n_groups, width = groups.pixels.shape
-    mean = np.zeros((n_groups, width))
-    basis = np.zeros((n_groups, config.max_modes, width))
-    low = np.zeros((n_groups, config.max_modes))
-    step = np.ones((n_groups, config.max_modes))
-    n_modes = np.zeros(n_groups, dtype=np.int64)
-    half = config.n_bins // 2
-    for g in range(n_groups):
-        p = int(groups.size[g])
-        y = y_all[:, groups.pixels[g, :p]] * groups.weights[g, :p]
-        if config.center:
-            mean[g, :p] = y.mean(axis=0)
-            y = y - mean[g, :p]
-        # right singular vectors from the (P, P) scatter matrix, as spm_svd does for tall data
-        eigval, eigvec = np.linalg.eigh(y.T @ y)
-        order = np.argsort(eigval)[::-1]
-        eigval, eigvec = np.maximum(eigval[order], 0.0), eigvec[:, order]
-        if config.mode_rule == "spm":
-            # spm_svd keeps lambda_k * n / sum(lambda) > 1/su over the n = channels x P
-            # columns of the RGB data; the copies scale every eigenvalue alike
-            keep = eigval * config.channel_copies * p / max(eigval.sum(), 1e-300) > 1.0 / config.su
-        else:
-            keep = np.sqrt(eigval / max(eigval[0], 1e-300)) > config.sv_threshold
-        k = int(max(1, min(config.max_modes, keep.sum())))
-        v = eigvec[:, :k]
-        v = v * np.where(v[np.abs(v).argmax(axis=0), np.arange(k)] < 0, -1.0, 1.0)   # a fixed sign per mode
-        basis[g, :k, :p] = v.T
-        u = y @ v
-        if config.bins == "maxabs":
-            d = np.maximum(np.abs(u).max(axis=0), 1e-12)
-            low[g, :k], step[g, :k] = -d, 2 * d / (config.n_bins - 1)
-        else:
-            sd = np.maximum(u.std(axis=0), 1e-12)
-            low[g, :k], step[g, :k] = u.mean(axis=0) - half * config.bin_width * sd, config.bin_width * sd
-        n_modes[g] = k
-    return Quantiser(groups, mean, basis, n_modes, low, step, config.n_bins, config.histogram_width,
-                     config.image_size)
-
-
-# ----------------------------------------------------------------------------------
-# likelihood tensors
-
-
-def _xlogx(x: np.ndarray) -> np.ndarray:
-    return -special.entr(x)
 
 
 def _logsafe(a: np.ndarray) -> np.ndarray:
     return np.log(np.maximum(a, 1e-300))
-
-
-class Tensors:
-    """A family of Dirichlet tensors ``a[p, b, row, col]`` (outcome row given parent state
-    col) of one level, with running sums for their mutual information.
-
-    Real counts are ``scale[p, b] * a``. Index ``R`` (rows) and ``S`` (cols) are spare
-    entries that stay zero: padding indices point there.
-    """
-
-    def __init__(self, a: np.ndarray, valid_rows: np.ndarray, valid_cols: np.ndarray, scale: np.ndarray | None = None):
-        P, B, R, S = a.shape
-        self.a = np.zeros((P, B, R + 1, S + 1))
-        self.a[:, :, :R, :S] = a
-        self.valid_rows = valid_rows.astype(bool)            # (P, B, R)
-        self.valid_cols = valid_cols.astype(bool)            # (P, S)
-        self.scale = np.ones((P, B)) if scale is None else np.array(scale, dtype=np.float64)
-        self.refresh()
-
-    @property
-    def shape(self) -> tuple[int, int, int, int]:
-        P, B, R1, S1 = self.a.shape
-        return P, B, R1 - 1, S1 - 1
-
-    def refresh(self) -> None:
-        """Recompute every running sum from the counts."""
-        a = self.a
-        self.rows = a.sum(axis=3)
-        self.cols = a.sum(axis=2)
-        self.total = self.rows.sum(axis=2)
-        self.e_joint = _xlogx(a).sum(axis=(2, 3))
-        self.e_rows = _xlogx(self.rows).sum(axis=2)
-        self.e_cols = _xlogx(self.cols).sum(axis=2)
-
-    def mutual_information(self) -> np.ndarray:
-        """(P, B) MI (nats) of the joint a / sum(a) of each tensor (spm_MDP_MI)."""
-        t = np.maximum(self.total, 1e-300)
-        return (self.e_joint - self.e_rows - self.e_cols + _xlogx(t)) / t
-
-    def inverse_cols(self) -> np.ndarray:
-        """1 / column sums (P, B, S + 1), 0 on empty columns."""
-        return np.where(self.cols > 0, 1.0 / np.where(self.cols > 0, self.cols, 1.0), 0.0)
-
-    def expected(self) -> np.ndarray:
-        """A = a / column sums (P, B, R + 1, S + 1), the spare row and column included."""
-        return self.a * self.inverse_cols()[:, :, None, :]
-
-    def observed(self, b: int, rows: np.ndarray, inverse: np.ndarray | None = None) -> np.ndarray:
-        """A[p, b, rows[n, p], :] for every parent p: (N, P, S + 1); ``inverse`` is
-        :meth:`inverse_cols`, passed in when called for many b."""
-        P = self.a.shape[0]
-        inverse = self.inverse_cols() if inverse is None else inverse
-        return self.a[np.arange(P)[None, :], b, rows, :] * inverse[None, :, b]
-
-    def up(self, q_rows: np.ndarray) -> np.ndarray:
-        """sum_r q(r) A[p, b, r, s] for beliefs over rows (N, P, B, R + 1): (N, P, B, S + 1)."""
-        out = np.matmul(q_rows.transpose(1, 2, 0, 3), self.a)               # (P, B, N, S + 1)
-        return out.transpose(2, 0, 1, 3) * self.inverse_cols()[None]
-
-    def down(self, q_cols: np.ndarray) -> np.ndarray:
-        """sum_s A[p, b, r, s] q(s) for parent beliefs (N, P, S + 1) or (N, P, B, S + 1):
-        (N, P, B, R + 1)."""
-        P, B = self.scale.shape
-        if q_cols.ndim == 3:
-            q_cols = np.broadcast_to(q_cols[:, :, None, :], (len(q_cols), P, B, q_cols.shape[-1]))
-        x = (q_cols * self.inverse_cols()[None]).transpose(1, 2, 3, 0)        # (P, B, S + 1, N)
-        return np.matmul(self.a, x).transpose(3, 0, 1, 2)
-
-    def real_counts(self) -> np.ndarray:
-        P, B, R, S = self.shape
-        return self.a[:, :, :R, :S] * self.scale[:, :, None, None]
-
-    def update(self, rows: np.ndarray, u: np.ndarray, cols: np.ndarray, v: np.ndarray, gate: str, beta: float,
-               eta: float | None, tensor_mask: np.ndarray) -> np.ndarray:
-        """Offer each tensor (p, b) the counts u (x) v on rows ``rows[p, b]`` and columns
-        ``cols[p, b]`` (padding: index R / S with weight 0); returns the weight taken in.
-
-        ``tensor_mask`` (P, B) marks tensors that exist. With ``gate="tensor_mi"`` the
-        weight is sigmoid(beta (MI(a + d) - MI(a))) (spm_MDP_VB_XXX: softmax over the
-        prior and the posterior counts); the tensor becomes (a + w d) eta / (eta + w).
-        """
-        P, B = self.scale.shape
-        pi = np.arange(P)[:, None, None, None]
-        bi = np.arange(B)[None, :, None, None]
-        ri, ci = rows[:, :, :, None], cols[:, :, None, :]
-        block = self.a[pi, bi, ri, ci]                                   # (P, B, nr, ns)
-        per = 1.0 / self.scale                                           # real counts -> stored units
-        d = (u[:, :, :, None] * v[:, :, None, :]) * per[:, :, None, None]
-        d_rows = d.sum(axis=3)
-        d_cols = d.sum(axis=2)
-        old_rows = np.take_along_axis(self.rows, rows, axis=2)
-        old_cols = np.take_along_axis(self.cols, cols, axis=2)
-        e_block, e_r, e_c = _xlogx(block).sum(axis=(2, 3)), _xlogx(old_rows).sum(axis=2), _xlogx(old_cols).sum(axis=2)
-
-        def stats(w: np.ndarray) -> tuple[np.ndarray, ...]:
-            wd = w[:, :, None, None] * d
-            nb, nr, nc = block + wd, old_rows + (w[:, :, None] * d_rows), old_cols + (w[:, :, None] * d_cols)
-            e_joint = self.e_joint - e_block + _xlogx(nb).sum(axis=(2, 3))
-            e_rows = self.e_rows - e_r + _xlogx(nr).sum(axis=2)
-            e_cols = self.e_cols - e_c + _xlogx(nc).sum(axis=2)
-            total = self.total + w * d_rows.sum(axis=2)
-            return nb, nr, nc, e_joint, e_rows, e_cols, total
-
-        ones = tensor_mask.astype(np.float64)
-        if gate == "tensor_mi":
-            _, _, _, ej, er, ec, tt = stats(ones)
-            t = np.maximum(tt, 1e-300)
-            gain = (ej - er - ec + _xlogx(t)) / t - self.mutual_information()
-            w = special.expit(beta * gain) * ones
-        else:
-            w = ones
-        nb, nr, nc, ej, er, ec, tt = stats(w)
-        self.a[pi, bi, ri, ci] = nb
-        np.put_along_axis(self.rows, rows, nr, axis=2)
-        np.put_along_axis(self.cols, cols, nc, axis=2)
-        self.e_joint, self.e_rows, self.e_cols, self.total = ej, er, ec, tt
-        if eta is not None:
-            self.scale = self.scale * eta / (eta + w)
-            if self.scale.min() < RESCALE_BELOW:
-                self.fold_scale()
-        return w
-
-    def fold_scale(self) -> None:
-        """Multiply the counts by their scale (exactly what they stand for) and reset it."""
-        s = self.scale
-        log_s = np.log(s)
-        self.a *= s[:, :, None, None]
-        self.rows *= s[:, :, None]
-        self.cols *= s[:, :, None]
-        # sum(s x log(s x)) = s (sum(x log x) + log(s) sum(x))
-        self.e_joint = s * (self.e_joint + log_s * self.total)
-        self.e_rows = s * (self.e_rows + log_s * self.total)
-        self.e_cols = s * (self.e_cols + log_s * self.total)
-        self.total = s * self.total
-        self.scale = np.ones_like(s)
 
 
 # ----------------------------------------------------------------------------------
@@ -526,10 +66,11 @@ def children_of(side: int, block: int) -> np.ndarray:
 
 @dataclass
 class StructureReport:
+    """What fast structure learning found, and its wall time."""
+
     n_states: list[list[int]]          # per structure level, per factor
     top_states: int
     seconds: float
-    exemplar_states: list[np.ndarray]  # per level (E, F_l): each exemplar's state
 
 
 def _unique_first(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -611,7 +152,6 @@ class RGM:
         valid_cols = np.arange(counts.max())[None, :] < counts[:, None]
         structures = [(onehot, valid_rows, valid_cols, h.concentration)]
         self.n_states = [counts]
-        per_level = [states]
         for children in self.children:
             below, below_counts = states, self.n_states[-1]
             n_par, n_kids = children.shape
@@ -629,7 +169,6 @@ class RGM:
             valid_cols = np.arange(counts.max())[None, :] < counts[:, None]
             structures.append((onehot, valid_rows, valid_cols, h.concentration))
             self.n_states.append(counts)
-            per_level.append(states)
         top = states[:, 0]
         n_top = int(self.n_states[-1][0])
         cls = np.zeros((1, 1, n_top, h.n_classes))
@@ -638,7 +177,7 @@ class RGM:
         structures.append((cls, np.ones((1, 1, n_top), dtype=bool), np.ones((1, h.n_classes), dtype=bool),
                            h.top_concentration))
         self.levels = [Tensors(self._prior(*s), s[1], s[2]) for s in structures]
-        return StructureReport([c.tolist() for c in self.n_states], n_top, time.perf_counter() - started, per_level)
+        return StructureReport([c.tolist() for c in self.n_states], n_top, time.perf_counter() - started)
 
     def _prior(self, onehot: np.ndarray, valid_rows: np.ndarray, valid_cols: np.ndarray, p: float) -> np.ndarray:
         """Dirichlet counts from the one-hot structure (spm_mdp2rdp)."""
@@ -990,21 +529,3 @@ class RGM:
                         for level in range(n_struct + 1)]
         return model
 
-
-def confident_half_accuracy(correct: np.ndarray, elbo: np.ndarray) -> float:
-    """Accuracy on the images whose ELBO exceeds the median (the demo's "upper median")."""
-    upper = elbo > np.median(elbo)
-    if not upper.any():
-        return float("nan")
-    return float(np.mean(correct[upper]))
-
-
-def accuracy_by_elbo_quantile(correct: np.ndarray, elbo: np.ndarray, n_bins: int = 10) -> np.ndarray:
-    """Accuracy within each ELBO quantile bin (lowest ELBO first)."""
-    order = np.argsort(elbo, kind="stable")
-    return np.array([float(np.mean(correct[chunk])) for chunk in np.array_split(order, n_bins)])
-
-
-def binomial_se(p: float, n: int) -> float:
-    """Standard error of an accuracy p measured on n independent images."""
-    return float(math.sqrt(max(p * (1 - p), 0.0) / n)) if n > 0 else float("nan")

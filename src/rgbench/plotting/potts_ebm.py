@@ -8,15 +8,11 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from rgbench.data.preprocess import levels_to_grey
 from rgbench.io import load_npz
 from rgbench.plotting.style import new_figure, save, show_grid, use_dpi
 
 PER_ROW = 20  # samples shown per row
-
-
-def _grey(levels: np.ndarray) -> np.ndarray:
-    """Levels drawn as the classifier sees them (level / 3)."""
-    return np.asarray(levels, dtype=np.float32) / 3
 
 
 def _shown(samples: np.ndarray, labels: np.ndarray) -> np.ndarray:
@@ -39,7 +35,7 @@ def samples_figure(rows: Sequence[tuple[str, str]], output: str | os.PathLike) -
             shown.append((f"{title}, mode of p(v | h)", _shown(arrays["mode"], arrays["labels"])))
     fig, axes = new_figure(1, len(shown), width=9.0, height=0.68)
     for ax, (title, images) in zip(axes[:, 0], shown):
-        show_grid(ax, _grey(images), ncols=PER_ROW)
+        show_grid(ax, levels_to_grey(images), ncols=PER_ROW)
         ax.set_title(title, loc="left", fontsize=8)
     save(fig, output)
 
@@ -64,7 +60,7 @@ def digits_figure(curves: Sequence[tuple[str, str, str]], output: str | os.PathL
 
 
 def training_figure(epoch_files: Sequence[str], models: Sequence[str], output: str | os.PathLike) -> None:
-    """Left: free-energy (RBMs) or energy (grid) gap between each update's data batch and
+    """Left: free-energy (RBMs) or energy (lattice models) gap between each update's data batch and
     the persistent chains (0 when the model's statistics match the data's); right: the
     first chains after each epoch."""
     fig, axes = new_figure(2, len(models), width=4.8, height=2.9)
@@ -79,9 +75,9 @@ def training_figure(epoch_files: Sequence[str], models: Sequence[str], output: s
         ax.set_xlabel("parameter update")
         ax.set_ylabel("data - chain (free) energy")
         ax.set_title(model)
-        grids = arrays["epoch_samples"]  # (epochs, 16, 28, 28)
-        if len(grids):
-            show_grid(axes[row, 1], _grey(grids[:, :8].reshape(-1, 28, 28)), ncols=8,
+        chains = arrays["epoch_samples"]  # (epochs, 16, 28, 28)
+        if len(chains):
+            show_grid(axes[row, 1], levels_to_grey(chains[:, :8].reshape(-1, *chains.shape[2:])), ncols=8,
                       title=f"{model}: chains after each epoch (rows)")
         else:
             axes[row, 1].set_axis_off()

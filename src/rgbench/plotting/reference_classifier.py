@@ -11,7 +11,7 @@ from rgbench.io import read_json
 from rgbench.plotting.style import new_figure, save, use_dpi
 
 
-def figure_job(config: Mapping[str, Any], metrics_files: Sequence[str | os.PathLike],
+def figures_job(config: Mapping[str, Any], metrics_files: Sequence[str | os.PathLike],
                output: str | os.PathLike) -> None:
     """Validation error per epoch of every seed, the test accuracy over seeds, and the FID
     scale of the yardstick (the first seed's classifier)."""

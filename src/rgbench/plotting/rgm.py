@@ -7,11 +7,10 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
-
 import pandas as pd
 
+from rgbench.evaluation.accuracy import accuracy_by_elbo_quantile
 from rgbench.io import load_npz
-from rgbench.models.rgm import accuracy_by_elbo_quantile
 from rgbench.plotting.style import image_grid, new_figure, save, use_dpi
 
 
@@ -22,6 +21,7 @@ def show_grid(ax, images: np.ndarray, ncols: int, title: str | None = None) -> N
     ax.set_axis_off()
     if title:
         ax.set_title(title)
+
 
 FIGURES = ("reconstructions", "generated", "accuracy_elbo", "diagnostics", "ablation")
 
@@ -58,7 +58,7 @@ def generated(samples_npz: str, output: str | os.PathLike) -> None:
 
 
 def accuracy_elbo(score_files: Sequence[str], output: str | os.PathLike, n_bins: int = 10) -> None:
-    """Accuracy within ELBO deciles (lowest ELBO first) for each protocol."""
+    """Accuracy within ELBO deciles (lowest ELBO first) for each protocol (one scores file each)."""
     fig, axes = new_figure(1, 1, width=5.0, height=3.4)
     ax = axes[0, 0]
     for path in score_files:
@@ -129,7 +129,7 @@ def ablation(table_csv: str, output: str | os.PathLike) -> None:
     save(fig, output)
 
 
-def figure_job(config: Mapping[str, Any], inputs: Sequence[str], output: str | os.PathLike) -> None:
+def figures_job(config: Mapping[str, Any], inputs: Sequence[str], output: str | os.PathLike) -> None:
     """One figure, named by ``config["figure"]``; accuracy_elbo reads ``config["elbo_bins"]``."""
     use_dpi(config["dpi"])
     figure = config["figure"]

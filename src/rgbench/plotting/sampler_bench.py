@@ -10,7 +10,7 @@ import pandas as pd
 from rgbench.plotting.style import new_figure, save, use_dpi
 
 
-def figure_job(config: Mapping[str, Any], table_csv: str | os.PathLike, output: str | os.PathLike) -> None:
+def figures_job(config: Mapping[str, Any], table_csv: str | os.PathLike, output: str | os.PathLike) -> None:
     """flips/ns (log scale) against chains for each sampler (the table's speed rows)."""
     use_dpi(config["dpi"])
     table = pd.read_csv(table_csv)

@@ -189,7 +189,7 @@ FIGURES: dict[str, Callable[[str | os.PathLike, str | os.PathLike], None]] = {
 }
 
 
-def figure_job(config: Mapping[str, Any], inputs: Any, output: str | os.PathLike) -> None:
+def figures_job(config: Mapping[str, Any], inputs: Any, output: str | os.PathLike) -> None:
     """One figure, named by ``config["figure"]``: ``seeds`` from every run's metrics.json
     (``inputs.metrics``) and the claims file (``inputs.claims``), the others from the first
     run's arrays (``inputs.arrays``)."""

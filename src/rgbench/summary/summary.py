@@ -31,6 +31,7 @@ import pandas as pd
 from rgbench.io import write_text_atomic
 from rgbench.summary.compact import CompactTable, compact_table
 from rgbench.summary.images import data_uri, image_size, thumbnail_uri
+from rgbench.summary.paper_cost import paper_cost_sentence, paper_totals
 from rgbench.summary.patterns import wildcard_regex
 from rgbench.summary.provenance import (DagTime, dag_time, format_seconds, git_describe, machine_description,
                                         reproduce_command, run_records)
@@ -290,6 +291,7 @@ def build_summary_page(
     targets_csv: str | os.PathLike | None = None,
     costs_csv: str | os.PathLike | None = None,
     costs_summary_csv: str | os.PathLike | None = None,
+    paper_cost_csv: str | os.PathLike | None = None,
     rulegraph_dot: str | os.PathLike | None = None,
     rule_stages: Mapping[str, str] | None = None,
     caption_patterns: Sequence[tuple[str, str]] = (),
@@ -356,6 +358,9 @@ def build_summary_page(
     costs_frame, summary_frame = read_table(costs_csv), read_table(costs_summary_csv)
     costs = html_table(costs_frame, max_table_rows) if costs_frame is not None else None
     cost_summary = html_table(summary_frame, max_table_rows) if summary_frame is not None else None
+    paper_frame = read_table(paper_cost_csv)
+    paper_cost = html_table(paper_frame, max_table_rows) if paper_frame is not None else None
+    paper_totals_text = paper_cost_sentence(paper_totals(paper_frame)) if paper_frame is not None else ""
 
     graph_svg, graph_renderer, dot_source, graph_legend = "", "", "", {}
     if rulegraph_dot and Path(rulegraph_dot).exists():
@@ -401,6 +406,8 @@ def build_summary_page(
         dot_source=dot_source,
         costs=costs,
         cost_summary=cost_summary,
+        paper_cost=paper_cost,
+        paper_totals=paper_totals_text,
         smoke=(preset == "smoke"),
     )
     write_text_atomic(output, page)

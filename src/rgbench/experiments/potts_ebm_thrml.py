@@ -1,0 +1,75 @@
+"""The potts_ebm THRML job: THRML's samples of one trained model, scored as ours are.
+
+The same protocol as the evaluate job's block sampler (chain count, starts, sweeps and
+checkpoints), run by THRML's block-Gibbs programs of the same models
+(:mod:`rgbench.models.potts_thrml`) and scored by the same functions, so a table row
+``sampler: thrml`` sits beside the row ``sampler: block`` of the same run.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Mapping
+
+import numpy as np
+import torch
+
+from rgbench.config import build
+from rgbench.data.preprocess import load_levels
+from rgbench.evaluation.samples import SampleRun, ceiling_scores, relative_to_ceiling, save_sample_run, score_samples
+from rgbench.experiments.potts_ebm import (EXPERIMENT, SIDE, PottsRunConfig, ThrmlConfig, chain_labels, chain_start,
+                                           checkpoints_for, fit_independent, run_provenance, table_params)
+from rgbench.models.pcd import RBM_MODELS, SHOWN_CHAINS, load_trained
+from rgbench.results import finite_or_none, write_metrics
+from rgbench.runtime import get_logger, pick_device, seed_everything
+
+log = get_logger("potts_ebm")
+
+
+def thrml_job(config: Mapping[str, Any], thrml: Mapping[str, Any], mnist4: str, model_path: str,
+              reference_model: str, reference_stats: str, metrics_path: str, samples_path: str, run_id: str,
+              device: str = "auto") -> dict[str, Any]:
+    """THRML's samples of one trained model from the evaluate job's starts, scored exactly
+    as our sampler's are; writes the THRML row's metrics.json (``sampler: thrml``)."""
+    from rgbench.models.potts_thrml import configure_jax
+
+    configure_jax(max(1, torch.get_num_threads()))  # before jax is first imported
+    from rgbench.evaluation.reference import load_reference_classifier
+    from rgbench.models.potts_thrml import ThrmlSampler, thrml_graph
+
+    run_cfg = build(PottsRunConfig, config)
+    cfg = build(ThrmlConfig, thrml)
+    started = time.perf_counter()
+    seed_everything(run_cfg.seed)
+    data = load_levels(mnist4, run_cfg.train_limit, run_cfg.test_limit)
+    kind, model, payload = load_trained(model_path)
+    graph, params, to_images = thrml_graph(model)
+    sampler = ThrmlSampler(graph.program, graph.blocks)
+    generator = torch.Generator().manual_seed(20_000 + run_cfg.seed)
+    labels = chain_labels(kind, cfg.samples)
+    _, class_independent = fit_independent(data, run_cfg.smoothing)
+    start = chain_start(kind, labels, cfg.samples, cfg.conditional_start, class_independent, generator).numpy()
+    state = graph.to_state(start, np.random.default_rng(run_cfg.seed))
+    clamp = graph.clamp(labels if len(labels) else None, cfg.samples)
+    sweeps = cfg.sweeps(kind)
+    checkpoints = checkpoints_for(cfg.checkpoints, sweeps)
+    result = sampler.run(params, state, clamp, sweeps, 30_000 + run_cfg.seed, to_images, tuple(checkpoints))
+    run = SampleRun(result.images, result.snapshots, labels, result.sweep_seconds, result.sweep_cpu_seconds,
+                    start=start)
+    if kind in RBM_MODELS:  # the mode view from THRML's last hidden state
+        hidden = torch.from_numpy(np.asarray(result.final_state[0]).reshape(cfg.samples, -1).astype(np.float32))
+        run.mode = model.visible_mode(hidden).view(-1, SIDE, SIDE).numpy()
+    clf = load_reference_classifier(reference_model, device=pick_device(device))
+    metrics, extra = score_samples(clf, run, labels, checkpoints, reference_stats)
+    metrics.update(ceiling_scores(clf, data.test_x, data.test_y, cfg.ceiling_images, reference_stats))
+    relative_to_ceiling(metrics)
+    metrics["first_call_seconds"] = result.compile_seconds
+    metrics = {k: (finite_or_none(v) if isinstance(v, float) else v) for k, v in metrics.items()}
+    save_sample_run(samples_path, run, checkpoints, extra["digit_fraction_by_sweep"], SHOWN_CHAINS)
+    write_metrics(metrics_path, experiment=EXPERIMENT, run_id=f"{run_id}_sampler-thrml",
+                  params=table_params(run_cfg, "thrml"), seed=run_cfg.seed, metrics=metrics,
+                  wall_seconds=time.perf_counter() - started, device="cpu (jax)", extra=extra,
+                  provenance=run_provenance(payload, data, mnist4, model.parameter_count()))
+    log.info("thrml %s seed %d: recognisable %.3f, first call %.1f s, %.4f s per sweep", kind, run_cfg.seed,
+             metrics["recognisable_fraction"], result.compile_seconds, result.sweep_seconds)
+    return metrics
