@@ -15,7 +15,7 @@ import contextlib
 import datetime as dt
 import os
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
 import pandas as pd
 
@@ -125,6 +125,18 @@ def job_devices(experiment: str, job: str, devices: Mapping[tuple[str, str], str
     return ""
 
 
+def benchmark_files(results_dir: str | os.PathLike) -> Iterator[tuple[Path, Path, str, str]]:
+    """Every benchmark TSV under ``<results_dir>/benchmarks``, sorted: (path, path relative
+    to that folder, rule, job); a rule with one job writes ``<rule>.tsv`` (job "")."""
+    bench_dir = Path(results_dir) / "benchmarks"
+    for path in sorted(bench_dir.rglob("*.tsv")):
+        relative = path.relative_to(bench_dir)
+        if len(relative.parts) == 1:
+            yield path, relative, relative.stem, ""
+        else:
+            yield path, relative, relative.parts[0], Path(*relative.parts[1:]).with_suffix("").as_posix()
+
+
 def collect_costs(results_dir: str | os.PathLike, rule_stages: Mapping[str, str] | None = None,
                   experiments: list[str] | None = None, rule_runs: Mapping[str, Any] | None = None
                   ) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -141,14 +153,7 @@ def collect_costs(results_dir: str | os.PathLike, rule_stages: Mapping[str, str]
     experiments = list(experiments or sorted({stage for stage in rule_stages.values()}))
     devices = _run_devices(results)
     rows = []
-    bench_dir = results / "benchmarks"
-    for path in sorted(bench_dir.rglob("*.tsv")):
-        relative = path.relative_to(bench_dir)
-        if len(relative.parts) == 1:
-            rule, job = relative.stem, ""
-        else:
-            rule = relative.parts[0]
-            job = Path(*relative.parts[1:]).with_suffix("").as_posix()
+    for path, relative, rule, job in benchmark_files(results):
         experiment = stage_of_rule(rule, rule_stages, experiments)
         cost = read_benchmark(path)
         started, finished = job_times(path, cost.pop("elapsed_s"))

@@ -29,7 +29,7 @@ from typing import Any, Iterable, Mapping
 import pandas as pd
 
 from rgbench.io import atomic_path, read_json
-from rgbench.summary.costs import read_benchmark
+from rgbench.summary.costs import benchmark_files, read_benchmark
 
 COLUMNS = ["experiment", "rule", "job", "family", "estimate", "represents", "device", "n_params", "batch_size",
            "micro_batch_size", "steps_probe", "steps_full", "step_s", "flops_per_step", "probe_wall_s",
@@ -216,10 +216,7 @@ def paper_cost_table(results_dir: str | os.PathLike, resources: Mapping[str, Map
     results = Path(results_dir)
     records = read_records(results)
     rows = []
-    for path in sorted((results / "benchmarks").rglob("*.tsv")):
-        relative = path.relative_to(results / "benchmarks")
-        rule = relative.parts[0] if len(relative.parts) > 1 else relative.stem
-        job = Path(*relative.parts[1:]).with_suffix("").as_posix() if len(relative.parts) > 1 else ""
+    for path, relative, rule, job in benchmark_files(results):
         stage = rule_stages.get(rule, "other")
         bench = read_benchmark(path)
         mine = records.pop(str(path), None) or records.pop(f"{results_dir}/benchmarks/{relative.as_posix()}", None)
