@@ -22,11 +22,12 @@ PROVENANCE_LENGTH_FIELDS = ("epochs_run", "steps_run")
 
 def provenance(*, n_train: int, n_val: int, n_test: int, data_sha256: str | Mapping[str, str],
                n_params: int | None, epochs_run: int | None = None, steps_run: int | None = None,
-               **extra: Any) -> dict[str, Any]:
+               probe: bool = False, **extra: Any) -> dict[str, Any]:
     """The contract's ``provenance`` block: data sizes, the SHA-256 of the data cache the
     run read (or one per file), how long it trained, its parameter count, and anything else
     a claim's protocol may need (``extra``). At least one of epochs_run / steps_run is set
-    for a trained model; both are None for models fitted in one pass."""
+    for a trained model; both are None for models fitted in one pass. ``probe``: the run was
+    the paper preset's probe (a few steps), marked so that no claim is judged on it."""
     block: dict[str, Any] = {"n_train": int(n_train), "n_val": int(n_val), "n_test": int(n_test),
                              "data_sha256": data_sha256 if isinstance(data_sha256, str) else dict(data_sha256),
                              "n_params": None if n_params is None else int(n_params),
@@ -36,6 +37,8 @@ def provenance(*, n_train: int, n_val: int, n_test: int, data_sha256: str | Mapp
     if clash:
         raise ValueError(f"provenance keys given twice: {clash}")
     block.update(extra)
+    if probe:
+        block["probe"] = True
     return block
 
 

@@ -422,7 +422,7 @@ def run_one(config: GloNetRunConfig, data: Data, run_id: str, metrics_path: str 
                               epochs_run=len(result.fit.history), steps_run=result.steps_run,
                               hidden_layers=net.hidden_layers, linear_layers=net.linear_layers,
                               val_curve_n=min(config.val_curve_images or len(data.val_x), len(data.val_x)),
-                              **({"probe": True} if probe is not None else {})),
+                              probe=probe is not None),
         extra={"curves": curves, "resumed_from_epoch": result.fit.resumed_from_epoch,
                **{key: _json_list(value) for key, value in arrays.items()}},
     )

@@ -224,7 +224,7 @@ def train_job(config: Mapping[str, Any], mnist28: str | os.PathLike, model_path:
         provenance=provenance(n_train=len(splits.train_labels), n_val=n_val, n_test=len(test_labels),
                               data_sha256=file_sha256(mnist28), n_params=sum(p.numel() for p in model.parameters()),
                               epochs_run=len(result.history),
-                              **({"probe": True, "steps_run": result.steps_run} if probe is not None else {})),
+                              steps_run=result.steps_run if probe is not None else None, probe=probe is not None),
         extra={"history": [vars(h) for h in result.history], "resumed_from_epoch": result.resumed_from_epoch,
                "test_class_histogram": test_histogram.tolist()},
     )

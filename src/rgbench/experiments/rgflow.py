@@ -394,7 +394,7 @@ def evaluate_job(config: Mapping[str, Any], model_path: str | os.PathLike, data_
         wall_seconds=state["train_seconds"] + time.perf_counter() - started, device=state["device"],
         provenance=provenance(n_train=len(splits.train_index), n_val=len(splits.val_index), n_test=len(test),
                               data_sha256=file_sha256(data_npz), n_params=n_params, epochs_run=len(history),
-                              steps_run=state["steps"], **({"probe": True} if probe is not None else {})),
+                              steps_run=state["steps"], probe=probe is not None),
         extra={"val_bpd_per_epoch": val_curve,
                "val_bpd_se_per_epoch": [h["extra"]["val_bpd_se"] for h in history],
                "train_loss_per_epoch": [h["train_loss"] for h in history],

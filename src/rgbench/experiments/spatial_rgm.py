@@ -475,7 +475,7 @@ def evaluate_job(config: Mapping[str, Any], model_path: str | Path, train_json: 
         provenance=provenance(n_train=trained["n_train"], n_val=trained["n_val"], n_test=len(x_test),
                               data_sha256=file_sha256(mnist28), n_params=trained["parameters"],
                               epochs_run=trained["epochs_run"], steps_run=trained["steps_run"],
-                              **({"probe": True} if probe is not None else {})),
+                              probe=probe is not None),
         extra={"history": history, "per_digit_recognition": per_digit_recognition.tolist(),
                "per_digit_diversity": diversity, "eval_seconds": eval_seconds,
                "prior_temperature_sweep": temperature_sweep, "locality_perturbations": local["perturbations"]},
