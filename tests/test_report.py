@@ -111,8 +111,10 @@ def test_cost_table_per_job_and_per_experiment(fake_results: Path, tmp_path: Pat
     assert math.isnan(by.loc["rgm", "peak_mem_mb"])  # never summed as 0 MB
     assert by.loc["all", "wall_s"] == pytest.approx(2 + 16 + 7)
     written = pd.read_csv(tmp_path / "costs.csv")
-    assert list(written.columns) == ["experiment", "rule", "job", "wall_s", "cpu_s", "peak_mem_mb", "device",
+    assert list(written.columns) == ["experiment", "rule", "job", "wall_s", "cpu_s", "peak_mem_mb", "startup_s",
+                                     "load_s", "compile_s", "compute_s", "write_s", "other_s", "device",
                                      "started", "finished", "benchmark"]
+    assert written["startup_s"].isna().all()  # these fake jobs wrote no phases: unknown, not 0 s
 
 
 def test_rule_without_known_file_falls_back_to_the_longest_experiment_prefix() -> None:

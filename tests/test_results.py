@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import math
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -148,3 +150,12 @@ def test_provenance_is_required_and_may_not_shadow_a_parameter(tmp_path: Path) -
                   provenance=provenance(n_train=1, n_val=0, n_test=0, data_sha256="x", n_params=None))
     with pytest.raises(ValueError, match="n_train"):
         aggregate_table([tmp_path / "m.json"], tmp_path / "t.csv")
+
+
+def test_seeding_makes_torch_deterministic_without_loading_inductor() -> None:
+    # In a fresh interpreter: another test may already have imported inductor here.
+    code = ("import sys, torch; from rgbench.runtime import seed_everything; seed_everything(3); "
+            "print(torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(), "
+            "'torch._inductor.config' in sys.modules, torch.initial_seed())")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["True", "True", "False", "3"]

@@ -15,6 +15,8 @@ from typing import Any, Iterator
 
 import numpy as np
 
+from rgbench.phases import phase
+
 
 def _temporary_sibling(path: Path) -> Path:
     fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -35,12 +37,13 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     final = Path(path)
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = _temporary_sibling(final)
-    try:
-        yield tmp
-        os.replace(tmp, final)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with phase("write"):
+        try:
+            yield tmp
+            os.replace(tmp, final)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
 
 
 def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
@@ -92,7 +95,7 @@ def save_npz_atomic(path: str | os.PathLike, compress: bool = False, **arrays: n
 
 def load_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
     """Load every array of an ``.npz`` into memory (the file is closed on return)."""
-    with np.load(path, allow_pickle=False) as archive:
+    with phase("load"), np.load(path, allow_pickle=False) as archive:
         return {key: archive[key] for key in archive.files}
 
 

@@ -10,10 +10,13 @@ context sets up logging into the rule's log file, pins torch threads to the rule
 from __future__ import annotations
 
 import contextlib
+import sys
 import time
 import traceback
 from typing import Any, Iterator, Mapping
 
+from rgbench.io import write_json_atomic
+from rgbench.phases import CLOCK, seconds_since_process_start, sidecar_path, watch_compilers
 from rgbench.runtime import set_threads, setup_logging
 
 
@@ -51,10 +54,17 @@ class Job:
 
 @contextlib.contextmanager
 def snakemake_job(smk: Any, torch_threads: bool = True) -> Iterator[Job]:
+    """The job's context; on success its phases (docs: rgbench.phases) go beside its log."""
+    startup_s = seconds_since_process_start()
+    CLOCK.start()
+    watch_compilers()
     log_path = smk.log[0] if len(smk.log) else None
     logger = setup_logging(log_path)
     logger.info("rule %s started (threads=%s)", smk.rule, smk.threads)
-    if torch_threads:
+    if torch_threads and "torch" in sys.modules:
+        # A job that has not imported torch (numpy-only RGM jobs) is spared its ~1.5 s
+        # import; should it import torch later, torch reads OMP_NUM_THREADS, which
+        # Snakemake sets to the job's threads.
         set_threads(smk.threads)
     started = time.perf_counter()
     try:
@@ -63,3 +73,7 @@ def snakemake_job(smk: Any, torch_threads: bool = True) -> Iterator[Job]:
         logger.error("rule %s failed: %s\n%s", smk.rule, error, traceback.format_exc())
         raise
     logger.info("rule %s finished in %.1f s", smk.rule, time.perf_counter() - started)
+    phases = CLOCK.finish(startup_s)
+    logger.info("phases: %s", ", ".join(f"{name} {seconds:.1f} s" for name, seconds in phases.items()))
+    if log_path:
+        write_json_atomic(sidecar_path(log_path), {key: round(value, 3) for key, value in phases.items()})

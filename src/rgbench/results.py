@@ -6,9 +6,10 @@ import json
 import math
 import os
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
-import pandas as pd
+if TYPE_CHECKING:
+    import pandas as pd
 
 from rgbench.io import atomic_path, read_json, write_json_atomic
 from rgbench.runtime import versions
@@ -130,6 +131,8 @@ def aggregate_table(metric_files: Iterable[str | os.PathLike], output_csv: str |
                     required_columns: Iterable[str] = ()) -> pd.DataFrame:
     """Join ``metrics.json`` files into one CSV (one row per run), written atomically."""
     rows = [flatten_record(read_json(path)) for path in sorted(map(str, metric_files))]
+    import pandas as pd  # here, not at the top: every job imports this module, few build tables
+
     table = pd.DataFrame(rows)
     missing = [column for column in required_columns if column not in table.columns]
     if missing:

@@ -51,9 +51,25 @@ def seed_everything(seed: int, deterministic: bool = True) -> None:
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
     if deterministic:
-        torch.use_deterministic_algorithms(True, warn_only=True)
+        deterministic_algorithms()
         torch.backends.cudnn.benchmark = False
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+
+
+def deterministic_algorithms() -> None:
+    """``torch.use_deterministic_algorithms(True, warn_only=True)`` without its import of
+    ``torch._inductor.config`` (which pulls in TorchDynamo: ~2 s of every job's start-up).
+
+    That import only serves to set inductor's own ``deterministic`` flag, which matters to
+    ``torch.compile``d code; no job compiles with inductor. Where inductor is already
+    loaded the public call runs unchanged, so its flag is never left stale.
+    """
+    import torch
+
+    if "torch._inductor.config" in sys.modules or not hasattr(torch._C, "_set_deterministic_algorithms"):
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    else:
+        torch._C._set_deterministic_algorithms(True, warn_only=True)
 
 
 def set_threads(threads: int | None) -> None:

@@ -1,15 +1,11 @@
-"""Shared machinery for gradient-trained models: checkpoints, the epoch loop and probes.
+"""Shared machinery for gradient-trained models: checkpoints and the epoch loop.
 
 Every training job in the pipeline goes through :func:`fit`, so checkpointing, resume,
-progress bars, NaN handling, gradient accumulation and probing behave the same in all of
-them.
-
-A :class:`Probe` (the config's ``probe`` block, handed to a job when it is enabled) runs a
-job at its real model and batch size for a few optimiser steps: :func:`fit` stops after
-``steps`` steps, saves a checkpoint half-way and resumes from it, and measures seconds,
-FLOPs and dispatched operations per step and peak memory; evaluation loops cut their work
-to ``eval_batches`` batches with :meth:`Probe.cap`, which records by how much, so that
-``rgbench.summary.paper_cost`` can scale the measurements up to the real run.
+progress bars, NaN handling and gradient accumulation behave the same in all of them.
+Given a :class:`rgbench.probe.Probe` (the paper preset's probe), :func:`fit` stops after
+the probe's steps, saves a checkpoint half-way and resumes from it, and measures its steps
+(:class:`rgbench.probe.StepMeasure`); the probe machinery itself lives in
+:mod:`rgbench.probe`.
 """
 
 from __future__ import annotations
@@ -18,18 +14,20 @@ import contextlib
 import math
 import os
 import random
-import resource
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 import numpy as np
 import torch
-from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils.flop_counter import flop_registry
 
-from rgbench.io import atomic_path, write_json_atomic
+from rgbench.io import atomic_path
+from rgbench.probe import MB, UNCOUNTED, Probe, StepMeasure, measured
+# Re-exported for the experiment modules that still import the probe helpers from here
+# (glonet, rgflow, spatial_rgm, reference_classifier: owned elsewhere while this moved);
+# new code imports them from rgbench.probe.
+from rgbench.probe import capped, probe_record_path, split_probe  # noqa: F401
 from rgbench.runtime import get_logger, progress
 
 log = get_logger("training")
@@ -84,161 +82,6 @@ class FitResult:
     train_seconds: float
     resumed_from_epoch: int
     steps_run: int = 0  # optimiser steps taken by this call (a resumed run counts from its resume)
-
-
-# --------------------------------------------------------------------------- probes
-
-MB = 1024**2
-
-
-class _WorkCounter(TorchDispatchMode):
-    """Counts the aten operations dispatched (on a GPU each is at least one kernel launch,
-    which is what bounds the step time of small models) and their FLOPs, by torch's own
-    FLOP formulas (torch.utils.flop_counter: matmuls, convolutions, attention). Not
-    FlopCounterMode itself: its module tracking keeps every micro-batch's activations
-    alive until the block ends (measured: 1.2 GB a sample instead of 0.19 for RG-Flow)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.ops = 0
-        self.flops = 0
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        kwargs = kwargs or {}
-        out = func(*args, **kwargs)
-        self.ops += 1
-        formula = flop_registry.get(func._overloadpacket)
-        if formula is not None:
-            self.flops += formula(*args, **kwargs, out_val=out)
-        return out
-
-
-@contextlib.contextmanager
-def count_work() -> Iterator[dict[str, float]]:
-    """FLOPs and dispatched operations of the block (:class:`_WorkCounter`); the dict is
-    filled in when the block ends."""
-    counted: dict[str, float] = {}
-    with _WorkCounter() as counter:
-        yield counted
-    counted.update(flops=float(counter.flops), ops=float(counter.ops))
-
-
-def peak_host_mb() -> float:
-    """This process's peak resident memory so far (Linux reports ru_maxrss in KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def host_mb() -> float | None:
-    try:
-        import psutil
-    except ImportError:  # psutil comes with Snakemake; without it the number is left out
-        return None
-    return psutil.Process().memory_info().rss / MB
-
-
-@dataclass
-class Probe:
-    """The config's ``probe`` block as a job receives it (only while the probe is active).
-
-    ``steps``: optimiser steps in all (a checkpoint is saved and resumed from after the
-    first half); ``eval_batches``: batches each evaluation loop keeps; ``rule``,
-    ``family`` and ``benchmark``: the job that measured, its resource family, and its
-    Snakemake benchmark file (which gives wall time and peak memory); ``represents``: how
-    many jobs of the real run this one stands for (seeds, datasets or priors of the same
-    size that the probe does not repeat); ``max_micro_batch``: the most samples per
-    forward/backward pass of a job that accumulates gradients (the probe's machine may hold
-    less than the GPU a micro-batch size was chosen for; None: as configured).
-    """
-
-    steps: int
-    eval_batches: int
-    max_micro_batch: int | None
-    rule: str
-    family: str
-    benchmark: str
-    represents: int
-    fits: list[dict[str, Any]] = field(default_factory=list, init=False)
-    blocks: dict[str, dict[str, float]] = field(default_factory=dict, init=False)
-    _open: list[str] = field(default_factory=list, init=False, repr=False)
-
-    def __post_init__(self) -> None:
-        if self.steps < 1 or self.eval_batches < 1 or self.represents < 1:
-            raise ValueError(f"probe steps, eval_batches and represents must be >= 1, got {self}")
-
-    @classmethod
-    def from_config(cls, config: Mapping[str, Any]) -> "Probe | None":
-        """The probe of a job's hand-off, None when the hand-off has no ``probe`` block."""
-        spec = config.get("probe")
-        if not spec:
-            return None
-        cap = spec.get("max_micro_batch")
-        return cls(steps=int(spec["steps"]), eval_batches=int(spec["eval_batches"]),
-                   max_micro_batch=None if cap is None else int(cap), rule=str(spec["rule"]),
-                   family=str(spec["family"]), benchmark=str(spec["benchmark"]), represents=int(spec["represents"]))
-
-    def micro_batch(self, configured: int | None) -> int | None:
-        """The micro-batch a probe runs: the configured one, at most ``max_micro_batch``."""
-        if configured is None or self.max_micro_batch is None:
-            return configured
-        return min(configured, self.max_micro_batch)
-
-    def cap(self, n: int, batch_size: int) -> int:
-        """How many of ``n`` items an evaluation loop in batches of ``batch_size`` keeps:
-        ``eval_batches`` batches. The ratio is recorded on the open :meth:`measure` block
-        (the largest of its loops), so a block's time scales to the real run as an upper
-        bound."""
-        kept = min(int(n), self.eval_batches * max(int(batch_size), 1))
-        if self._open and kept > 0:
-            block = self.blocks[self._open[-1]]
-            block["scale"] = max(block["scale"], n / kept)
-        return kept
-
-    @contextlib.contextmanager
-    def measure(self, name: str) -> Iterator[None]:
-        """Time and count the work of a block (an evaluation, a per-epoch validation); a
-        block entered again accumulates (``calls`` counts the entries)."""
-        block = self.blocks.setdefault(name, {"seconds": 0.0, "flops": 0.0, "ops": 0.0, "calls": 0, "scale": 1.0})
-        self._open.append(name)
-        started = time.perf_counter()
-        try:
-            with count_work() as work:
-                yield
-        finally:
-            self._open.pop()
-        block["seconds"] += time.perf_counter() - started
-        block["flops"] += work["flops"]
-        block["ops"] += work["ops"]
-        block["calls"] += 1
-
-    def record(self, **job: Any) -> dict[str, Any]:
-        settings = {key: value for key, value in asdict(self).items() if key not in ("fits", "blocks", "_open")}
-        return {**settings, **job, "fits": self.fits, "blocks": self.blocks}
-
-    def write(self, path: str | os.PathLike, **job: Any) -> dict[str, Any]:
-        """Write the probe record (what ``rgbench.summary.paper_cost`` reads) to ``path``."""
-        record = self.record(**job)
-        write_json_atomic(path, record)
-        return record
-
-
-def probe_record_path(run_dir: str | os.PathLike, probe: Probe) -> Path:
-    """Where a job's probe record goes: its run directory, named after its rule."""
-    return Path(run_dir) / f"probe_{probe.rule}.json"
-
-
-def split_probe(config: Mapping[str, Any]) -> tuple[dict[str, Any], Probe | None]:
-    """A hand-off without its ``probe`` block, and the probe (None when not probing)."""
-    return {key: value for key, value in config.items() if key != "probe"}, Probe.from_config(config)
-
-
-def measured(probe: Probe | None, name: str) -> contextlib.AbstractContextManager:
-    """``probe.measure(name)``, or nothing when there is no probe."""
-    return probe.measure(name) if probe is not None else contextlib.nullcontext()
-
-
-def capped(probe: Probe | None, n: int, batch_size: int) -> int:
-    """``probe.cap(n, batch_size)``, or ``n`` when there is no probe."""
-    return probe.cap(n, batch_size) if probe is not None else int(n)
 
 
 # --------------------------------------------------------------------------- steps
@@ -300,18 +143,6 @@ def _restore(checkpoint: Mapping[str, Any], model: torch.nn.Module, optimizer: t
     return history, int(checkpoint["epoch"]), float(checkpoint.get("train_seconds", 0.0))
 
 
-def _probe_plan(probe: Probe | None, start_epoch: int, epochs: int) -> dict[int, int]:
-    """Epoch -> the steps a probe takes in it: the first half of ``steps`` in the first
-    epoch, the rest in the next (after the checkpoint and resume); all in one epoch when
-    only one is left."""
-    if probe is None or start_epoch >= epochs:
-        return {}
-    if epochs - start_epoch == 1 or probe.steps == 1:
-        return {start_epoch: probe.steps}
-    first = math.ceil(probe.steps / 2)
-    return {start_epoch: first, start_epoch + 1: probe.steps - first}
-
-
 def fit(
     model: torch.nn.Module,
     optimizer: torch.optim.Optimizer,
@@ -360,11 +191,11 @@ def fit(
         if history and history[-1].diverged:
             return FitResult(history, True, train_seconds, start_epoch)
     resumed_from = start_epoch
-    plan = _probe_plan(probe, start_epoch, epochs)
+    plan = probe.epoch_plan(start_epoch, epochs) if probe is not None else {}
     measure = None
     if probe is not None:
         param_mb = sum(p.numel() * p.element_size() for p in model.parameters() if p.requires_grad) / MB
-        measure = _StepMeasure(probe, micro_batch_size, epochs, param_mb)
+        measure = StepMeasure(probe, micro_batch_size, epochs, param_mb)
         micro_batch_size = probe.micro_batch(micro_batch_size)
     diverged = False
     step = 0
@@ -380,7 +211,8 @@ def fit(
         for batch in progress(batches, desc=f"{description} epoch {epoch + 1}/{epochs}", leave=False):
             if probe is not None and count >= plan[epoch]:
                 break
-            with measure.step(batch) if measure is not None else contextlib.nullcontext(_UNCOUNTED) as counters:
+            counting = measure.step(batch_size_of(batch), _on_cuda(batch)) if measure is not None else None
+            with counting or contextlib.nullcontext(UNCOUNTED) as counters:
                 optimizer.zero_grad(set_to_none=True)
                 value = accumulate_gradients(batch, loss_fn, micro_batch_size, first_piece=counters.first_piece)
                 finite = math.isfinite(value)
@@ -432,125 +264,11 @@ def fit(
     return FitResult(history, diverged, train_seconds, resumed_from, step)
 
 
-@dataclass
-class _Counters:
-    """What a step's work is counted with: the first piece's forward and backward, and the
-    rest of the step (clipping, the optimiser, the scheduler)."""
-
-    first_piece: contextlib.AbstractContextManager | None
-    rest: Callable[[], contextlib.AbstractContextManager]
-
-
-_UNCOUNTED = _Counters(None, contextlib.nullcontext)
-
-
-class _StepMeasure:
-    """A probe's measurements of the optimiser steps inside :func:`fit`.
-
-    The first step is counted (FLOPs and dispatched operations of its first micro-batch,
-    scaled to the batch by samples, plus the optimiser's) but not timed, since counting
-    slows it down; later steps are timed. Peak memory per step: the host's resident set
-    (its growth during the first step, per sample of a micro-batch, is the memory a sample
-    costs) and, on CUDA, the device's allocator peak.
-    """
-
-    def __init__(self, probe: Probe, micro_batch_size: int | None, epochs: int, param_mb: float) -> None:
-        self.probe = probe
-        self.micro_batch_size = micro_batch_size  # as configured (the real run's)
-        self.piece_size = probe.micro_batch(micro_batch_size)  # as the probe runs it
-        self.param_mb = param_mb
-        self.pieces: dict[str, float] = {}
-        self.epochs = epochs
-        self.batches_per_epoch: int | None = None
-        self.batch_size: int | None = None
-        self.seconds: list[float] = []
-        self.first_seconds: float | None = None
-        self.work: dict[str, float] = {}
-        self.mb_per_sample: float | None = None
-        self.device_peak_mb: float | None = None
-        self.resumed = False
-
-    def epoch_batches(self, batches: Iterable[Any]) -> None:
-        try:
-            self.batches_per_epoch = len(batches)  # type: ignore[arg-type]
-        except TypeError:
-            self.batches_per_epoch = None  # a generator: the real run's length is unknown
-
-    @contextlib.contextmanager
-    def step(self, batch: Any) -> Iterator[_Counters]:
-        self.batch_size = batch_size_of(batch)
-        cuda = torch.cuda.is_available() and any(t.is_cuda for t in _tensors(batch))
-        if cuda:
-            torch.cuda.synchronize()
-            torch.cuda.reset_peak_memory_stats()
-        if not self.work:
-            counted: dict[str, dict[str, float]] = {}
-
-            @contextlib.contextmanager
-            def part(name: str) -> Iterator[None]:
-                with count_work() as work:
-                    yield
-                counted[name] = work
-                if name == "piece" and before is not None:
-                    # the piece's activations: the growth of the peak, less the gradients it allocated
-                    grown = peak_host_mb() - before - self.param_mb
-                    self.mb_per_sample = max(grown, 0.0) / piece
-
-            piece = min(self.batch_size, self.piece_size or self.batch_size)
-            before = host_mb()
-            started = time.perf_counter()
-            yield _Counters(part("piece"), lambda: part("rest"))
-            if cuda:
-                torch.cuda.synchronize()
-            self.first_seconds = time.perf_counter() - started
-            first, rest = counted.get("piece", {}), counted.get("rest", {})
-            # FLOPs scale with the samples; operations come once per piece (the real run's pieces)
-            self.pieces = {"piece_samples": piece, "flops_per_piece": first.get("flops", 0.0),
-                           "ops_per_piece": first.get("ops", 0.0), "flops_rest": rest.get("flops", 0.0),
-                           "ops_rest": rest.get("ops", 0.0)}
-            real_pieces = math.ceil(self.batch_size / min(self.batch_size, self.micro_batch_size or self.batch_size))
-            self.work = {"flops": first.get("flops", 0.0) * self.batch_size / piece + rest.get("flops", 0.0),
-                         "ops": first.get("ops", 0.0) * real_pieces + rest.get("ops", 0.0)}
-        else:
-            started = time.perf_counter()
-            yield _UNCOUNTED
-            if cuda:
-                torch.cuda.synchronize()
-            self.seconds.append(time.perf_counter() - started)
-        if cuda:
-            peak = torch.cuda.max_memory_allocated() / MB
-            self.device_peak_mb = max(self.device_peak_mb or 0.0, peak)
-
-    def summary(self, description: str, epochs_run: int, steps_run: int, diverged: bool) -> dict[str, Any]:
-        planned = None if self.batches_per_epoch is None else self.batches_per_epoch * self.epochs
-        return {
-            "description": description,
-            "batch_size": self.batch_size,
-            "micro_batch_size": self.micro_batch_size,
-            "probe_micro_batch_size": self.piece_size,
-            "epochs_planned": self.epochs,
-            "batches_per_epoch": self.batches_per_epoch,
-            "steps_planned": planned,
-            "epochs_run": epochs_run,
-            "steps_run": steps_run,
-            "step_seconds": self.seconds,
-            "first_step_seconds": self.first_seconds,
-            "flops_per_step": self.work.get("flops"),
-            "ops_per_step": self.work.get("ops"),  # at the configured micro-batch: the real run's launches
-            **self.pieces,
-            "param_mb": self.param_mb,
-            "host_mb_per_sample": self.mb_per_sample,
-            "peak_host_mb": peak_host_mb(),
-            "peak_device_mb": self.device_peak_mb,
-            "resumed": self.resumed,
-            "diverged": diverged,
-        }
-
-
-def _tensors(batch: Any) -> list[torch.Tensor]:
-    if isinstance(batch, torch.Tensor):
-        return [batch]
-    return [t for t in batch if isinstance(t, torch.Tensor)] if isinstance(batch, (tuple, list)) else []
+def _on_cuda(batch: Any) -> bool:
+    """Whether a batch (a tensor, or a tuple / list holding tensors) lives on a GPU."""
+    tensors = [batch] if isinstance(batch, torch.Tensor) else \
+        [t for t in batch if isinstance(t, torch.Tensor)] if isinstance(batch, (tuple, list)) else []
+    return torch.cuda.is_available() and any(t.is_cuda for t in tensors)
 
 
 def epoch_permutation(n: int, seed: int, epoch: int) -> np.ndarray:

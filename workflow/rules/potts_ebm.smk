@@ -39,7 +39,7 @@ rule potts_ebm_train:
     resources:
         **family_resources("cpu"),
     params:
-        config=lambda wildcards: POTTS_TRAINED[wildcards.run_id],
+        config=potts_train_settings,
     script:
         "../../scripts/potts_ebm_train.py"
 
@@ -65,9 +65,7 @@ rule potts_ebm_evaluate:
     resources:
         **family_resources("evaluate"),
     params:
-        config=lambda wildcards: canonical(
-            {"run": POTTS_RUNS[wildcards.run_id], "analysis": potts_analysis(POTTS_RUNS[wildcards.run_id]["seed"])}
-        ),
+        config=potts_evaluate_settings,
     script:
         "../../scripts/potts_ebm_evaluate.py"
 
@@ -93,7 +91,7 @@ rule potts_ebm_thrml:
     resources:
         **family_resources("cpu"),
     params:
-        config=lambda wildcards: canonical({"run": POTTS_THRML[wildcards.run_id], "thrml": potts_thrml_settings()}),
+        config=potts_thrml_handoff,
     script:
         "../../scripts/potts_ebm_thrml.py"
 

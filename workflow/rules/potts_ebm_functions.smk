@@ -8,16 +8,20 @@ POTTS_TRAINING = {"potts": "pcd", "potts_cond": "pcd", "rbm": "rbm", "rbm_cond":
 POTTS_FIGURES = ["samples", "digits", "training", "nll"]
 
 
+def potts_seeds(model):
+    """The seeds a model runs with: the independent model is deterministic, its first seed only."""
+    return POTTS["seeds"][:1] if model == "independent" else POTTS["seeds"]
+
+
 def potts_runs():
     """run_id -> the run's training hand-off: model, seed, data limits and the training
-    block it uses. The independent model is deterministic: its first seed only. Analysis
-    and THRML settings go to their own rules, so editing them never retrains."""
+    block it uses (a probe: the first seed, see probe_subset). Analysis and THRML settings
+    go to their own rules, so editing them never retrains."""
     if not enabled("potts_ebm"):
         return {}
     runs = {}
     for model in POTTS["models"]:
-        seeds = POTTS["seeds"][:1] if model == "independent" else POTTS["seeds"]
-        for seed in seeds:
+        for seed in probe_subset(potts_seeds(model)):
             block = POTTS[POTTS_TRAINING[model]] if model in POTTS_TRAINING else {}
             runs[run_id(model=model, seed=seed)] = settings(
                 POTTS, "train_limit", "test_limit", "smoothing", model=model, seed=int(seed), training=block
@@ -33,6 +37,38 @@ POTTS_THRML = {
     for key, spec in POTTS_TRAINED.items()
     if spec["model"] in POTTS["thrml"]["models"] and spec["seed"] in POTTS["thrml"]["seeds"]
 }
+
+
+def potts_represents(run, thrml=False):
+    """How many jobs of the real run a job of ``run`` stands for: its model's seeds (THRML's:
+    those it samples) over the ones the probe runs; 1 outside a probe."""
+    model = POTTS_RUNS[run]["model"]
+    seeds = potts_seeds(model)
+    if thrml:
+        seeds = [seed for seed in seeds if seed in POTTS["thrml"]["seeds"]]
+    return len(seeds) // len(probe_subset(seeds))
+
+
+def potts_probe(rule_name, family, run, thrml=False):
+    """A job's probe block ({} unless probing); a THRML job's benchmark is its rule's."""
+    return probe_handoff(rule_name, family, BENCH(rule_name, run), potts_represents(run, thrml))
+
+
+def potts_train_settings(wildcards):
+    return POTTS_TRAINED[wildcards.run_id] | potts_probe("potts_ebm_train", "cpu", wildcards.run_id)
+
+
+def potts_evaluate_settings(wildcards):
+    """The evaluate job's hand-off: the run and the analysis (with the probe block, since the
+    job's script hands the two on apart and the probe cuts the analysis)."""
+    run = POTTS_RUNS[wildcards.run_id]
+    analysis = potts_analysis(run["seed"]) | potts_probe("potts_ebm_evaluate", "evaluate", wildcards.run_id)
+    return canonical({"run": run, "analysis": analysis})
+
+
+def potts_thrml_handoff(wildcards):
+    thrml = potts_thrml_settings() | potts_probe("potts_ebm_thrml", "cpu", wildcards.run_id, thrml=True)
+    return canonical({"run": POTTS_THRML[wildcards.run_id], "thrml": thrml})
 
 
 def potts_analysis(seed):

@@ -50,7 +50,7 @@ rule rgm_train:
     resources:
         **family_resources("cpu"),
     params:
-        config=lambda wildcards: RGM_FIT[wildcards.fit],
+        config=rgm_fit_settings,
     script:
         "../../scripts/rgm_train.py"
 
@@ -76,7 +76,7 @@ rule rgm_evaluate:
     resources:
         **family_resources("cpu"),
     params:
-        config=lambda wildcards: RGM_EVALUATION[wildcards.protocol],
+        config=rgm_evaluation_settings,
     script:
         "../../scripts/rgm_evaluate.py"
 
@@ -101,7 +101,7 @@ rule rgm_ablation:
     resources:
         **family_resources("cpu"),
     params:
-        config=lambda wildcards: RGM_ABLATION[wildcards.variant],
+        config=rgm_ablation_settings,
     script:
         "../../scripts/rgm_ablation.py"
 
@@ -148,7 +148,7 @@ rule rgm_samples:
     resources:
         **family_resources("cpu"),
     params:
-        config=RGM_SAMPLES,
+        config=RGM_SAMPLES | rgm_probe("rgm_samples"),
     script:
         "../../scripts/rgm_samples.py"
 

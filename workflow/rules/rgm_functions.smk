@@ -75,3 +75,21 @@ RGM_ABLATION_TABLE = {
 def rgm_model_file(fit, name):
     """A file of a fitted model's directory (model.npz, fit.json, stream.npz, samples.npz)."""
     return R(f"runs/rgm/model_{fit}/{name}")
+
+
+def rgm_probe(rule_name, *job):
+    """A job's probe block ({} unless probing): every rgm job is numpy code (family cpu) and
+    stands for itself (no seeds to leave out)."""
+    return probe_handoff(rule_name, "cpu", BENCH(rule_name, *job))
+
+
+def rgm_fit_settings(wildcards):
+    return RGM_FIT[wildcards.fit] | rgm_probe("rgm_train", wildcards.fit)
+
+
+def rgm_evaluation_settings(wildcards):
+    return RGM_EVALUATION[wildcards.protocol] | rgm_probe("rgm_evaluate", wildcards.protocol)
+
+
+def rgm_ablation_settings(wildcards):
+    return RGM_ABLATION[wildcards.variant] | rgm_probe("rgm_ablation", wildcards.variant)

@@ -25,7 +25,7 @@ rule sampler_bench_run:
     output:
         [f"{SAMPLER_RUN}/metrics.json".format(run_id=key) for key in SAMPLER_RUNS],
     log:
-        LOG("sampler_bench_run"),
+        LOG("sampler_bench_run", "all"),
     benchmark:
         BENCH("sampler_bench_run", "all")
     conda:
@@ -34,7 +34,7 @@ rule sampler_bench_run:
     resources:
         **family_resources("cpu"),
     params:
-        config=settings(SAMPLER, "seconds_per_run", "repeats", "seed", "energy_states", runs=SAMPLER_RUNS),
+        config=SAMPLER_SETTINGS,
     script:
         "../../scripts/sampler_bench_run.py"
 

@@ -40,3 +40,8 @@ def sampler_bench_runs():
 
 
 SAMPLER_RUNS = sampler_bench_runs()
+
+# The one job's hand-off; in a probe with its probe block (a CPU benchmark: family cpu).
+SAMPLER_SETTINGS = settings(
+    SAMPLER, "seconds_per_run", "repeats", "seed", "energy_states", runs=SAMPLER_RUNS
+) | probe_handoff("sampler_bench_run", "cpu", BENCH("sampler_bench_run", "all"))

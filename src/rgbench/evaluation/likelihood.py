@@ -12,6 +12,10 @@
 AIS is unbiased in Z, so its log Z is low on average and its NLL optimistic;
 ``conservative_gain_nats`` (RAISE minus the baseline on the same images) cannot flatter,
 and ``conservative_margin_nats`` is that gain minus two standard errors.
+
+Under the paper preset's probe (a :class:`rgbench.probe.Probe`), AIS, its check and RAISE
+run their full chains (and every RAISE image) for the probe's few annealing steps, each in
+its own measured block, so that the cost table scales each by its own cut.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from rgbench.data.preprocess import CLASSES, LevelData
 from rgbench.evaluation.stats import mean_se
 from rgbench.models.potts import IndependentModel, PottsModel, ais_potts, raise_potts
 from rgbench.models.rbm import CategoricalRBM, ais_rbm, power_schedule, raise_log_prob
+from rgbench.probe import Probe, capped, measured
 
 AIS_CONVERGED_NATS = 0.1  # the doubling check's tolerance on log Z
 
@@ -63,17 +68,27 @@ def baseline_log_prob(conditional: bool, x: np.ndarray, independent: Independent
     return independent.log_likelihood(x)
 
 
+def annealing_steps(probe: Probe | None, steps: int) -> int:
+    """The annealing steps a loop runs: all of them, or under a probe its ``eval_batches``
+    (each step moves every chain at once: a step is the loop's batch)."""
+    return capped(probe, steps, 1)
+
+
 @torch.no_grad()
 def lattice_log_z(model: PottsModel, base: IndependentModel, chains: int, steps: int, power: float,
-                  generator: torch.Generator) -> dict[str, Any]:
+                  generator: torch.Generator, probe: Probe | None = None) -> dict[str, Any]:
     """log Z of a lattice model (per class for potts_cond) by AIS, and the doubling check: a
-    run with half the chains and half the steps."""
+    run with half the chains and half the steps (a ``probe`` cuts the steps of both)."""
     labels = list(range(model.config.classes)) if model.conditional else [None]
     full, half, ess = [], [], []
     for label in labels:
-        result = ais_potts(model, base, chains, power_schedule(steps, power), generator, label=label)
-        half.append(ais_potts(model, base, max(chains // 2, 2), power_schedule(max(steps // 2, 1), power),
-                              generator, label=label).log_z)
+        # numba sweeps that torch does not see: timed, not counted
+        with measured(probe, "ais", count=False):
+            betas = power_schedule(annealing_steps(probe, steps), power)
+            result = ais_potts(model, base, chains, betas, generator, label=label)
+        with measured(probe, "ais_check", count=False):
+            betas = power_schedule(annealing_steps(probe, max(steps // 2, 1)), power)
+            half.append(ais_potts(model, base, max(chains // 2, 2), betas, generator, label=label).log_z)
         full.append(result.log_z)
         ess.append(result.ess)
     shift = float(np.max(np.abs(np.asarray(full) - np.asarray(half))))
@@ -94,27 +109,29 @@ def lattice_log_prob(model: PottsModel, x: np.ndarray, log_z: np.ndarray, prior:
 
 def _lattice_estimates(model: PottsModel, data: LevelData, base: IndependentModel, class_independent: IndependentModel,
                        prior: np.ndarray, cfg: AnnealingSettings, generator: torch.Generator,
-                       out: dict[str, Any], extra: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                       out: dict[str, Any], extra: dict[str, Any],
+                       probe: Probe | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """AIS log p of the test and validation images and RAISE bounds on the first test
     images of a lattice model; its AIS diagnostics go into ``out`` / ``extra``."""
     n_raise = min(cfg.raise_images, len(data.test_x))
     raise_x = torch.from_numpy(data.test_x[:n_raise])
-    z = lattice_log_z(model, base, cfg.lattice_ais_chains, cfg.lattice_ais_steps, cfg.ais_power, generator)
+    z = lattice_log_z(model, base, cfg.lattice_ais_chains, cfg.lattice_ais_steps, cfg.ais_power, generator, probe)
     logp_test = lattice_log_prob(model, data.test_x, z["log_z"], prior)
     logp_val = lattice_log_prob(model, data.val_x, z["log_z"], prior)
     out.update(ais_log_z=float(np.mean(z["log_z"])), ais_doubling_shift=z["doubling_shift"],
                ais_converged=z["converged"], ais_ess=z["ess"], likelihood_method="ais+raise")
     extra.update(ais_log_z=z["log_z"].tolist(), ais_log_z_half=z["log_z_half"].tolist())
-    betas = power_schedule(cfg.raise_steps, cfg.ais_power)
-    if not model.conditional:
-        return logp_test, logp_val, raise_potts(model, base, raise_x, betas, generator)
-    # log p(x) >= log p(y) + log p(x | y) at the true label: conservative twice over
-    y = data.test_y[:n_raise]
-    lower = np.empty(n_raise)
-    for k in range(CLASSES):
-        rows = np.flatnonzero(y == k)
-        if len(rows):
-            lower[rows] = np.log(prior[k]) + raise_potts(model, base, raise_x[rows], betas, generator, label=k)
+    with measured(probe, "raise", count=False):
+        betas = power_schedule(annealing_steps(probe, cfg.raise_steps), cfg.ais_power)
+        if not model.conditional:
+            return logp_test, logp_val, raise_potts(model, base, raise_x, betas, generator)
+        # log p(x) >= log p(y) + log p(x | y) at the true label: conservative twice over
+        y = data.test_y[:n_raise]
+        lower = np.empty(n_raise)
+        for k in range(CLASSES):
+            rows = np.flatnonzero(y == k)
+            if len(rows):
+                lower[rows] = np.log(prior[k]) + raise_potts(model, base, raise_x[rows], betas, generator, label=k)
     labels = torch.from_numpy(data.test_y)
     cond = -model.energy(torch.from_numpy(data.test_x), labels).double().numpy() - z["log_z"][data.test_y]
     out["test_conditional_nll_nats"] = float(-cond.mean())
@@ -123,24 +140,29 @@ def _lattice_estimates(model: PottsModel, data: LevelData, base: IndependentMode
 
 
 def _rbm_estimates(model: CategoricalRBM, data: LevelData, independent: IndependentModel, cfg: AnnealingSettings,
-                   generator: torch.Generator, out: dict[str, Any],
-                   extra: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                   generator: torch.Generator, out: dict[str, Any], extra: dict[str, Any],
+                   probe: Probe | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The same three estimates for an RBM (AIS from the independent model, labels and
     hidden units summed out)."""
     n_raise = min(cfg.raise_images, len(data.test_x))
     raise_x = torch.from_numpy(data.test_x[:n_raise])
-    betas = power_schedule(cfg.ais_steps, cfg.ais_power)
     base_probs = independent.log_probs[0]
-    full = ais_rbm(model, base_probs, cfg.ais_chains, betas, generator)
-    half = ais_rbm(model, base_probs, max(cfg.ais_chains // 2, 2), power_schedule(max(cfg.ais_steps // 2, 1),
-                                                                                   cfg.ais_power), generator)
+    # CPU tensor loops whatever the job's device: timed, not counted (the count would slow them)
+    with measured(probe, "ais", count=False):
+        full = ais_rbm(model, base_probs, cfg.ais_chains,
+                       power_schedule(annealing_steps(probe, cfg.ais_steps), cfg.ais_power), generator)
+    with measured(probe, "ais_check", count=False):
+        half = ais_rbm(model, base_probs, max(cfg.ais_chains // 2, 2),
+                       power_schedule(annealing_steps(probe, max(cfg.ais_steps // 2, 1)), cfg.ais_power), generator)
     log_z = full.log_z
     logp_test = model.unnormalised_log_prob(torch.from_numpy(data.test_x)).double().numpy() - log_z
     logp_val = model.unnormalised_log_prob(torch.from_numpy(data.val_x)).double().numpy() - log_z
     shift = abs(full.log_z - half.log_z)
     out.update(ais_log_z=log_z, ais_doubling_shift=shift, ais_converged=bool(shift <= AIS_CONVERGED_NATS),
                ais_ess=full.ess, likelihood_method="ais+raise")
-    lower = raise_log_prob(model, base_probs, raise_x, power_schedule(cfg.raise_steps, cfg.ais_power), generator)
+    with measured(probe, "raise", count=False):
+        lower = raise_log_prob(model, base_probs, raise_x,
+                               power_schedule(annealing_steps(probe, cfg.raise_steps), cfg.ais_power), generator)
     extra["ais_log_weights"] = full.log_weights.tolist()
     return logp_test, logp_val, lower
 
@@ -148,10 +170,10 @@ def _rbm_estimates(model: CategoricalRBM, data: LevelData, independent: Independ
 @torch.no_grad()
 def likelihood_metrics(model: nn.Module | None, data: LevelData, independent: IndependentModel,
                        class_independent: IndependentModel, cfg: AnnealingSettings,
-                       generator: torch.Generator) -> tuple[dict[str, Any], dict[str, Any]]:
+                       generator: torch.Generator, probe: Probe | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
     """Test (and validation) NLLs of one model beside its baseline, with the estimate that
     cannot flatter and its margin; ``model`` None: the independent model itself (exact).
-    Returns (metrics, extra)."""
+    A ``probe`` cuts the annealing steps (see the module's docstring). Returns (metrics, extra)."""
     conditional = model is not None and model.conditional
     prior = class_prior(data.train_y)
     base_test = baseline_log_prob(conditional, data.test_x, independent, class_independent, prior)
@@ -169,9 +191,9 @@ def likelihood_metrics(model: nn.Module | None, data: LevelData, independent: In
     if isinstance(model, PottsModel):
         base = class_independent if model.conditional else independent
         logp_test, logp_val, lower = _lattice_estimates(model, data, base, class_independent, prior, cfg, generator,
-                                                        out, extra)
+                                                        out, extra, probe)
     elif isinstance(model, CategoricalRBM):
-        logp_test, logp_val, lower = _rbm_estimates(model, data, independent, cfg, generator, out, extra)
+        logp_test, logp_val, lower = _rbm_estimates(model, data, independent, cfg, generator, out, extra, probe)
     else:
         raise TypeError(f"no likelihood estimator for {type(model).__name__}")
     n_raise = len(lower)

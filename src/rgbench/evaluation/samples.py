@@ -35,6 +35,14 @@ class SampleRun:
     mode: np.ndarray | None = None  # e.g. RBMs: most probable image given the last hidden state
     start: np.ndarray | None = None  # (N, H, W) levels the chains started from
 
+    def first(self, n: int) -> "SampleRun":
+        """The same run restricted to its first ``n`` chains (what a probe's scoring keeps)."""
+        if n >= len(self.images):
+            return self
+        return SampleRun(self.images[:n], {sweep: images[:n] for sweep, images in self.snapshots.items()},
+                         self.labels[:n], self.sweep_seconds, self.sweep_cpu_seconds,
+                         None if self.mode is None else self.mode[:n], None if self.start is None else self.start[:n])
+
 
 def steps_to_digit(recognised: np.ndarray, checkpoints: Sequence[int]) -> tuple[float, np.ndarray]:
     """From (checkpoints, N) booleans: each chain's first checkpoint sweep at which it is

@@ -19,6 +19,17 @@ Jobs:
    metrics.json (``sampler: block``).
 3. ``thrml_job`` (:mod:`rgbench.experiments.potts_ebm_thrml`): the same sampling protocol
    run by THRML, scored by the same functions (``sampler: thrml``).
+
+Under the paper preset's probe (a ``probe`` block in the training hand-off, the
+``analysis`` block or the ``thrml`` block) every job keeps its real model, data, batch and
+chain counts: training takes the probe's PCD steps (checkpoint and resume half-way), and
+each evaluation loop (annealing steps, sampling sweeps and the checkpoints scored along
+them, the reference classifier's batches of the chains it scores, the comparison chains'
+sweeps, pseudo-likelihood images, the autocorrelation series, the ceiling's images) keeps
+the probe's few batches in its own measured block. Each job
+leaves a probe record; its runs' provenance says ``probe``. These loops run on the CPU
+whatever the job's device (numba kernels and CPU tensors; only the reference classifier
+uses the device), and the record says so (``cpu_bound``).
 """
 
 from __future__ import annotations
@@ -38,10 +49,11 @@ from rgbench.evaluation.likelihood import likelihood_metrics
 from rgbench.evaluation.quality import conditional_recognition
 from rgbench.evaluation.samples import SampleRun, ceiling_scores, relative_to_ceiling, save_sample_run, score_samples
 from rgbench.io import atomic_path, file_sha256, save_npz_atomic
-from rgbench.models.pcd import (CONDITIONAL, LATTICE_MODELS, RBM_MODELS, SHOWN_CHAINS, LatticeTrainConfig,
-                                RBMTrainConfig, load_trained, train_lattice, train_rbm)
+from rgbench.models.pcd import (CONDITIONAL, LATTICE_MODELS, PLL_BATCH, RBM_MODELS, SHOWN_CHAINS, LatticeTrainConfig,
+                                RBMTrainConfig, load_trained, pseudo_log_likelihood, train_lattice, train_rbm)
 from rgbench.models.potts import IndependentModel, integrated_autocorrelation_time
 from rgbench.models.potts_samplers import CheckerboardGibbs
+from rgbench.probe import Probe, capped, measured, probe_record_path, split_probe
 from rgbench.results import finite_or_none, provenance, write_metrics
 from rgbench.runtime import describe_device, get_logger, pick_device, progress, seed_everything
 
@@ -54,6 +66,7 @@ MODELS = ("independent", *LATTICE_MODELS, *RBM_MODELS)
 # samples of their clamped digit (noise with the digit's pixel marginals, no shape).
 STARTS = ("uniform", "class_independent")
 SIDE = 28
+IAT_MIN_SWEEPS = 4  # the shortest energy series integrated_autocorrelation_time accepts
 
 
 # ----------------------------------------------------------------------------- configs
@@ -247,6 +260,21 @@ def energy_iat(kind: str, model: nn.Module, start: np.ndarray, labels: np.ndarra
     return integrated_autocorrelation_time(series)
 
 
+def score_chains(clf: Any, run: SampleRun, checkpoints: Sequence[int], real_checkpoints: Sequence[int],
+                 reference_stats: str, probe: Probe | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """:func:`score_samples` of a run's chains at ``checkpoints``. A probe's chains ran only
+    to its few sweeps (``real_checkpoints``: where the real run's reach) and the classifier
+    keeps its batches of them: the block is scaled by chains times checkpoints scored, the
+    classifier passes that dominate it."""
+    with measured(probe, "scoring"):
+        kept = capped(probe, len(run.images), clf.batch_size)
+        scored = run.first(kept)
+        result = score_samples(clf, scored, scored.labels, checkpoints, reference_stats)
+        if probe is not None:
+            probe.cut(len(real_checkpoints) * len(run.images), len(checkpoints) * kept)
+    return result
+
+
 # ----------------------------------------------------------------------------- train and evaluate
 
 def train_job(config: Mapping[str, Any], mnist4: str, model_path: str, epochs_path: str,
@@ -254,8 +282,10 @@ def train_job(config: Mapping[str, Any], mnist4: str, model_path: str, epochs_pa
     """Fit one model and save it to ``model_path``; per-epoch chains and per-update
     free-energy gaps go to ``epochs_path``. The per-epoch checkpoint lives beside the
     model (not an output, so a killed job resumes from it). Training runs on the CPU:
-    the samplers are CPU kernels and the RBM's sparse statistics are small."""
-    cfg = build(PottsRunConfig, config)
+    the samplers are CPU kernels and the RBM's sparse statistics are small. A ``probe``
+    block trains the probe's steps and leaves its record beside the model."""
+    settings, probe = split_probe(config)
+    cfg = build(PottsRunConfig, settings)
     if cfg.model == "independent":
         raise ValueError("the independent model is fitted by counting in the evaluate job; it has no training")
     checkpoint_path = Path(model_path).parent / "checkpoint.pt"
@@ -267,40 +297,50 @@ def train_job(config: Mapping[str, Any], mnist4: str, model_path: str, epochs_pa
     conditional = cfg.model in CONDITIONAL
     if cfg.model in RBM_MODELS:
         model, result, history, samples, gaps = train_rbm(cfg.rbm(), conditional, data, independent, cfg.seed,
-                                                          checkpoint_path, cfg.model)
+                                                          checkpoint_path, cfg.model, probe)
     else:
         model, result, history, samples, gaps = train_lattice(cfg.lattice(), conditional, data, independent,
-                                                              class_independent, cfg.seed, checkpoint_path, cfg.model)
+                                                              class_independent, cfg.seed, checkpoint_path, cfg.model,
+                                                              probe)
+    # "probe": a model trained by the probe marks every run evaluated from it
     payload = {"kind": cfg.model, "run": asdict(cfg), "config": asdict(model.config),
                "state_dict": model.state_dict(), "diverged": result.diverged, "history": history,
                "train_seconds": result.train_seconds, "n_train": len(data.train_x), "n_val": len(data.val_x),
-               "steps_run": len(gaps)}
+               "steps_run": len(gaps), "probe": probe is not None}
     with atomic_path(model_path) as tmp:
         torch.save(payload, tmp)
     save_npz_atomic(epochs_path, epoch_samples=samples, step_gap=gaps,
                     steps_per_epoch=np.array([len(gaps) // max(len(history), 1)] * len(history), dtype=np.int64))
+    if probe is not None:
+        probe.write(probe_record_path(Path(model_path).parent, probe), device=describe_device(torch.device("cpu")),
+                    n_params=model.parameter_count(), cpu_bound=True)
     log.info("%s seed %d: %d epochs in %.1f s", cfg.model, cfg.seed, len(history), result.train_seconds)
     return payload
 
 
-def run_provenance(payload: Mapping[str, Any] | None, data: LevelData, mnist4: str, n_params: int) -> dict[str, Any]:
+def run_provenance(payload: Mapping[str, Any] | None, data: LevelData, mnist4: str, n_params: int,
+                   probe: bool = False) -> dict[str, Any]:
     """What a run used: the data splits (the training record's, for a trained model) and
-    the model's size."""
+    the model's size; ``probe`` when the run, or the training of its model, was the paper
+    preset's probe."""
     if payload is None:
         return provenance(n_train=len(data.train_x), n_val=len(data.val_x), n_test=len(data.test_x),
-                          data_sha256=file_sha256(mnist4), n_params=n_params)
+                          data_sha256=file_sha256(mnist4), n_params=n_params, probe=probe)
     return provenance(n_train=payload["n_train"], n_val=payload["n_val"], n_test=len(data.test_x),
                       data_sha256=file_sha256(mnist4), n_params=n_params, epochs_run=len(payload["history"]),
-                      steps_run=payload["steps_run"])
+                      steps_run=payload["steps_run"], probe=probe or bool(payload.get("probe")))
 
 
 def evaluate_job(config: Mapping[str, Any], analysis: Mapping[str, Any], mnist4: str, model_path: str | None,
                  reference_model: str, reference_stats: str, metrics_path: str, samples_path: str, run_id: str,
                  device: str = "auto") -> dict[str, Any]:
-    """Likelihoods, our sampler's samples and their scores; the run's metrics.json."""
+    """Likelihoods, our sampler's samples and their scores; the run's metrics.json. A
+    ``probe`` block in ``analysis`` cuts each loop to the probe's batches (module docstring)
+    and leaves the probe record beside metrics.json."""
     from rgbench.evaluation.reference import load_reference_classifier
 
     cfg = build(PottsRunConfig, config)
+    analysis, probe = split_probe(analysis)
     acfg = build(AnalysisConfig, analysis)
     seed_everything(acfg.seed)
     generator = torch.Generator().manual_seed(10_000 + acfg.seed)
@@ -312,36 +352,48 @@ def evaluate_job(config: Mapping[str, Any], analysis: Mapping[str, Any], mnist4:
         if model_path is None:
             raise ValueError(f"{kind} needs its trained model")
         kind, model, payload = load_trained(model_path)
-    metrics, extra = likelihood_metrics(model, data, independent, class_independent, acfg, generator)
+    metrics, extra = likelihood_metrics(model, data, independent, class_independent, acfg, generator, probe)
     sweeps = acfg.sweeps(kind)
-    checkpoints = checkpoints_for(acfg.checkpoints, sweeps)
-    run = sample_block(kind, model, independent, class_independent, acfg.samples, sweeps, checkpoints,
-                       acfg.conditional_start, generator)
+    # every chain, for the probe's few sweeps; the scoring below then sees the checkpoints they reach
+    sweeps_run = capped(probe, sweeps, 1)
+    checkpoints = checkpoints_for(acfg.checkpoints, sweeps_run)
+    with measured(probe, "sampling", count=False):
+        run = sample_block(kind, model, independent, class_independent, acfg.samples, sweeps_run, checkpoints,
+                           acfg.conditional_start, generator)
+        if probe is not None and kind != "independent":  # the independent model draws at once: no sweeps to cut
+            probe.cut(sweeps, sweeps_run)
     comparison = None
     if kind in CONDITIONAL and acfg.comparison_start_chains:
         # the same sampler from the other start: how much the conditional scores owe to the start
         other = next(start for start in STARTS if start != acfg.conditional_start)
-        comparison = sample_block(kind, model, independent, class_independent, acfg.comparison_start_chains, sweeps,
-                                  [sweeps], other, generator)
+        with measured(probe, "comparison", count=False):
+            comparison = sample_block(kind, model, independent, class_independent, acfg.comparison_start_chains,
+                                      capped(probe, sweeps, 1), [sweeps_run], other, generator)
     if model is not None:
-        n_pll = min(acfg.pll_images, len(data.test_x))
-        labels = torch.from_numpy(data.test_y[:n_pll]) if kind in CONDITIONAL else None
-        metrics["pseudo_log_likelihood"] = float(model.pseudo_log_likelihood(torch.from_numpy(data.test_x[:n_pll]),
-                                                                             labels).mean())
+        with measured(probe, "pll", count=False):
+            n_pll = capped(probe, min(acfg.pll_images, len(data.test_x)), PLL_BATCH)
+            labels = data.test_y[:n_pll] if kind in CONDITIONAL else None
+            metrics["pseudo_log_likelihood"] = float(pseudo_log_likelihood(model, data.test_x[:n_pll], labels,
+                                                                           PLL_BATCH).mean())
         k = min(acfg.iat_chains, acfg.samples)
-        metrics["energy_iat"] = energy_iat(kind, model, run.images[:k], run.labels[:k], acfg.iat_sweeps, generator)
-        metrics["iat_reliable"] = bool(acfg.iat_sweeps >= 50 * metrics["energy_iat"])
+        with measured(probe, "iat", count=False):
+            iat_sweeps = capped(probe, acfg.iat_sweeps, 1, minimum=IAT_MIN_SWEEPS)
+            metrics["energy_iat"] = energy_iat(kind, model, run.images[:k], run.labels[:k], iat_sweeps, generator)
+        metrics["iat_reliable"] = bool(iat_sweeps >= 50 * metrics["energy_iat"])
         if kind in LATTICE_MODELS:
             metrics["w_h"], metrics["w_v"] = float(model.coupling[0]), float(model.coupling[1])
     metrics["analysis_seconds"] = time.perf_counter() - started
     torch_device = pick_device(device)
     clf = load_reference_classifier(reference_model, device=torch_device)
-    scores, score_extra = score_samples(clf, run, run.labels, checkpoints, reference_stats)
-    metrics.update(scores)
+    scores, score_extra = score_chains(clf, run, checkpoints, checkpoints_for(acfg.checkpoints, sweeps),
+                                       reference_stats, probe)
     if comparison is not None:
-        metrics[f"conditional_recognition_{other}_start"] = conditional_recognition(
+        scores[f"conditional_recognition_{other}_start"] = conditional_recognition(
             clf, levels_to_grey(comparison.images), comparison.labels)
-    metrics.update(ceiling_scores(clf, data.test_x, data.test_y, acfg.ceiling_images, reference_stats))
+    metrics.update(scores)
+    with measured(probe, "ceiling"):
+        n_ceiling = capped(probe, min(acfg.ceiling_images, len(data.test_x)), clf.batch_size)
+        metrics.update(ceiling_scores(clf, data.test_x, data.test_y, n_ceiling, reference_stats))
     relative_to_ceiling(metrics)
     extra.update(score_extra)
     save_sample_run(samples_path, run, checkpoints, score_extra["digit_fraction_by_sweep"], SHOWN_CHAINS)
@@ -354,7 +406,10 @@ def evaluate_job(config: Mapping[str, Any], analysis: Mapping[str, Any], mnist4:
     write_metrics(metrics_path, experiment=EXPERIMENT, run_id=run_id, params=table_params(cfg, "block"),
                   seed=cfg.seed, metrics=metrics, wall_seconds=time.perf_counter() - started,
                   device=describe_device(torch_device), extra=extra,
-                  provenance=run_provenance(payload, data, mnist4, n_params))
+                  provenance=run_provenance(payload, data, mnist4, n_params, probe=probe is not None))
+    if probe is not None:
+        probe.write(probe_record_path(Path(metrics_path).parent, probe), device=describe_device(torch_device),
+                    n_params=n_params, cpu_bound=True)
     log.info("%s seed %d: test NLL %s (baseline %.2f), recognisable %.3f", kind, cfg.seed,
              metrics.get("test_nll_nats"), metrics["baseline_nll_nats"], metrics["recognisable_fraction"])
     return metrics

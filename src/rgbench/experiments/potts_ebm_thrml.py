@@ -4,11 +4,16 @@ The same protocol as the evaluate job's block sampler (chain count, starts, swee
 checkpoints), run by THRML's block-Gibbs programs of the same models
 (:mod:`rgbench.models.potts_thrml`) and scored by the same functions, so a table row
 ``sampler: thrml`` sits beside the row ``sampler: block`` of the same run.
+
+Under the paper preset's probe (a ``probe`` block in the ``thrml`` hand-off) THRML runs
+every chain for the probe's few sweeps: its first call (tracing and XLA compilation) is
+paid once whatever the sweeps, so only the calls after it are scaled to the real sweeps.
 """
 
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
@@ -16,10 +21,12 @@ import torch
 
 from rgbench.config import build
 from rgbench.data.preprocess import load_levels
-from rgbench.evaluation.samples import SampleRun, ceiling_scores, relative_to_ceiling, save_sample_run, score_samples
+from rgbench.evaluation.samples import SampleRun, ceiling_scores, relative_to_ceiling, save_sample_run
 from rgbench.experiments.potts_ebm import (EXPERIMENT, SIDE, PottsRunConfig, ThrmlConfig, chain_labels, chain_start,
-                                           checkpoints_for, fit_independent, run_provenance, table_params)
+                                           checkpoints_for, fit_independent, run_provenance, score_chains,
+                                           table_params)
 from rgbench.models.pcd import RBM_MODELS, SHOWN_CHAINS, load_trained
+from rgbench.probe import capped, measured, probe_record_path, split_probe
 from rgbench.results import finite_or_none, write_metrics
 from rgbench.runtime import get_logger, pick_device, seed_everything
 
@@ -30,7 +37,8 @@ def thrml_job(config: Mapping[str, Any], thrml: Mapping[str, Any], mnist4: str, 
               reference_model: str, reference_stats: str, metrics_path: str, samples_path: str, run_id: str,
               device: str = "auto") -> dict[str, Any]:
     """THRML's samples of one trained model from the evaluate job's starts, scored exactly
-    as our sampler's are; writes the THRML row's metrics.json (``sampler: thrml``)."""
+    as our sampler's are; writes the THRML row's metrics.json (``sampler: thrml``) and,
+    under a probe, its probe record."""
     from rgbench.models.potts_thrml import configure_jax
 
     configure_jax(max(1, torch.get_num_threads()))  # before jax is first imported
@@ -38,6 +46,7 @@ def thrml_job(config: Mapping[str, Any], thrml: Mapping[str, Any], mnist4: str, 
     from rgbench.models.potts_thrml import ThrmlSampler, thrml_graph
 
     run_cfg = build(PottsRunConfig, config)
+    thrml, probe = split_probe(thrml)
     cfg = build(ThrmlConfig, thrml)
     started = time.perf_counter()
     seed_everything(run_cfg.seed)
@@ -52,16 +61,26 @@ def thrml_job(config: Mapping[str, Any], thrml: Mapping[str, Any], mnist4: str, 
     state = graph.to_state(start, np.random.default_rng(run_cfg.seed))
     clamp = graph.clamp(labels if len(labels) else None, cfg.samples)
     sweeps = cfg.sweeps(kind)
-    checkpoints = checkpoints_for(cfg.checkpoints, sweeps)
-    result = sampler.run(params, state, clamp, sweeps, 30_000 + run_cfg.seed, to_images, tuple(checkpoints))
+    per_call = sampler.sweeps_per_call
+    sweeps_run = capped(probe, sweeps, per_call)  # a multiple of the sweeps per call, as the sampler needs
+    checkpoints = checkpoints_for(cfg.checkpoints, sweeps_run)
+    result = sampler.run(params, state, clamp, sweeps_run, 30_000 + run_cfg.seed, to_images, tuple(checkpoints))
+    if probe is not None and sweeps_run > per_call:
+        # the calls after the first (which compiles): per-sweep median times the sweeps they ran
+        probe.add_block("sampling", result.sweep_seconds * (sweeps_run - per_call), sweeps - per_call,
+                        sweeps_run - per_call)
     run = SampleRun(result.images, result.snapshots, labels, result.sweep_seconds, result.sweep_cpu_seconds,
                     start=start)
     if kind in RBM_MODELS:  # the mode view from THRML's last hidden state
         hidden = torch.from_numpy(np.asarray(result.final_state[0]).reshape(cfg.samples, -1).astype(np.float32))
         run.mode = model.visible_mode(hidden).view(-1, SIDE, SIDE).numpy()
-    clf = load_reference_classifier(reference_model, device=pick_device(device))
-    metrics, extra = score_samples(clf, run, labels, checkpoints, reference_stats)
-    metrics.update(ceiling_scores(clf, data.test_x, data.test_y, cfg.ceiling_images, reference_stats))
+    torch_device = pick_device(device)
+    clf = load_reference_classifier(reference_model, device=torch_device)
+    metrics, extra = score_chains(clf, run, checkpoints, checkpoints_for(cfg.checkpoints, sweeps), reference_stats,
+                                  probe)
+    with measured(probe, "ceiling"):
+        n_ceiling = capped(probe, min(cfg.ceiling_images, len(data.test_x)), clf.batch_size)
+        metrics.update(ceiling_scores(clf, data.test_x, data.test_y, n_ceiling, reference_stats))
     relative_to_ceiling(metrics)
     metrics["first_call_seconds"] = result.compile_seconds
     metrics = {k: (finite_or_none(v) if isinstance(v, float) else v) for k, v in metrics.items()}
@@ -69,7 +88,10 @@ def thrml_job(config: Mapping[str, Any], thrml: Mapping[str, Any], mnist4: str, 
     write_metrics(metrics_path, experiment=EXPERIMENT, run_id=f"{run_id}_sampler-thrml",
                   params=table_params(run_cfg, "thrml"), seed=run_cfg.seed, metrics=metrics,
                   wall_seconds=time.perf_counter() - started, device="cpu (jax)", extra=extra,
-                  provenance=run_provenance(payload, data, mnist4, model.parameter_count()))
+                  provenance=run_provenance(payload, data, mnist4, model.parameter_count(), probe=probe is not None))
+    if probe is not None:
+        probe.write(probe_record_path(Path(metrics_path).parent, probe), device="cpu (jax)",
+                    n_params=model.parameter_count(), cpu_bound=True)
     log.info("thrml %s seed %d: recognisable %.3f, first call %.1f s, %.4f s per sweep", kind, run_cfg.seed,
              metrics["recognisable_fraction"], result.compile_seconds, result.sweep_seconds)
     return metrics

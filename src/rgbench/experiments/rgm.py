@@ -27,6 +27,13 @@ and ``paper_slice_demo`` test their models on the slice (the demo's protocol);
 ``validation`` tests the official_test model on the validation images; ``stream`` has it
 classify the stream it learned from (a training accuracy). Every evaluation records its
 model's recipe in ``params`` (``fit``, ``l1_block``, ``eta``: columns of the table).
+
+Under the paper preset's probe (a ``probe`` block in a job's hand-off) every job reads
+the paper's data and fits its quantiser on the paper's images, then active learning (the
+model's training: one update per stream image) takes the probe's steps, each timed, and
+every classification keeps the probe's batches of images in a measured block; each job
+leaves a probe record and its runs' provenance says ``probe``. The code is numpy: the
+records say ``cpu_bound``.
 """
 
 from __future__ import annotations
@@ -50,6 +57,7 @@ from rgbench.models.rgm import RGM
 from rgbench.models.rgm_config import (HierarchyConfig, InferenceConfig, LearningConfig, QuantiserConfig, RGMConfig,
                                        check_choice)
 from rgbench.models.rgm_quantiser import fit_quantiser
+from rgbench.probe import Probe, capped, measured, probe_record_path, probe_steps, split_probe
 from rgbench.results import provenance, write_metrics
 from rgbench.runtime import describe_device, get_logger, progress
 
@@ -276,11 +284,12 @@ def stream_exemplars(labels: np.ndarray, stream: np.ndarray, per_class: int) -> 
 
 
 def fit_model(config: RGMConfig, images: np.ndarray, labels: np.ndarray, stream: np.ndarray, fit_rows: np.ndarray,
-              per_class: int, learn_limit: int | None = None,
-              desc: str = "rgm active learning") -> tuple[RGM, dict[str, Any], dict[str, np.ndarray]]:
+              per_class: int, learn_limit: int | None = None, desc: str = "rgm active learning",
+              probe: Probe | None = None) -> tuple[RGM, dict[str, Any], dict[str, np.ndarray]]:
     """SVD quantiser on ``fit_rows``, structure learning on the stream's exemplars, active
-    learning over the stream in order (its first ``learn_limit`` images when given).
-    Returns the model, a summary and the stream record."""
+    learning over the stream in order (its first ``learn_limit`` images when given; a
+    ``probe``'s steps of them, each timed). Returns the model, a summary and the stream
+    record."""
     t0 = time.process_time()
     quantiser = fit_quantiser(images[fit_rows], config.quantiser)
     svd_cpu = time.process_time() - t0
@@ -292,10 +301,18 @@ def fit_model(config: RGMConfig, images: np.ndarray, labels: np.ndarray, stream:
     structure_cpu = time.process_time() - t0
     log.info("structure learning: %.3f CPU s, states per level (min-max) %s", structure_cpu,
              [(min(s), max(s)) for s in report.n_states])
-    stream = stream[:learn_limit]
-    codes = quantiser.encode(images[stream])
+    n_learn = len(stream[:learn_limit])
+    stream = stream[:probe_steps(probe, n_learn)]
+    with measured(probe, "encode_stream", count=False):
+        codes = quantiser.encode(images[stream])
+        if probe is not None:
+            probe.cut(n_learn, len(stream))
+
+    def steps(items: Any) -> Any:
+        return probe.timed_steps(items, desc, n_learn) if probe is not None else items
+
     t0 = time.process_time()
-    record = model.learn_stream(codes, labels[stream], progress=lambda it: progress(it, desc=desc, unit="img"),
+    record = model.learn_stream(codes, labels[stream], progress=lambda it: progress(steps(it), desc=desc, unit="img"),
                                 record_every=max(1, len(stream) // 200))
     learn_cpu = time.process_time() - t0
     weights = record["mean_weight"]
@@ -319,22 +336,29 @@ def fit_model(config: RGMConfig, images: np.ndarray, labels: np.ndarray, stream:
 
 
 def train_job(config: Mapping[str, Any], mnist32: str, out_dir: str | os.PathLike) -> dict[str, Any]:
-    """Fit the model ``config["fit"]`` names: model.npz, stream.npz and fit.json in out_dir."""
-    run = build(FitRun, config)
+    """Fit the model ``config["fit"]`` names: model.npz, stream.npz and fit.json in out_dir
+    (and under a probe its probe record)."""
+    settings, probe = split_probe(config)
+    run = build(FitRun, settings)
     data = load_npz(mnist32)
     images, labels = data["train_rgm"], data["train_labels"]
     stream = run.data.stream_rows(len(images))
     fit_set = run.recipe.fit_set
     fit_rows = stream if fit_set == "stream" else np.concatenate([stream, run.data.slice_rows(len(images))])
     model, summary, record = fit_model(run.fitted_config(), images, labels, stream, fit_rows,
-                                       run.data.exemplars_per_class, desc=f"rgm active learning ({run.fit})")
+                                       run.data.exemplars_per_class, desc=f"rgm active learning ({run.fit})",
+                                       probe=probe)
     summary["fit_set"] = fit_set
+    if probe is not None:
+        summary["probe"] = True  # every evaluation of a probe's model is a probe's
     out = os.fspath(out_dir)
     save_npz_atomic(f"{out}/model.npz", **model.arrays())
     save_npz_atomic(f"{out}/stream.npz", index=stream, labels=labels[stream], mean_weight=record["mean_weight"],
                     class_weight=record["class_weight"], mi=record["mi"], mi_index=record["mi_index"],
                     n_classes=np.array(model.config.hierarchy.n_classes))
     write_json_atomic(f"{out}/fit.json", summary)
+    if probe is not None:
+        probe.write(probe_record_path(out, probe), device=describe_device("cpu"), n_params=None, cpu_bound=True)
     return summary
 
 
@@ -398,15 +422,20 @@ def score(model: RGM, codes: np.ndarray, labels: np.ndarray, desc: str,
 
 def evaluate_job(config: Mapping[str, Any], mnist32: str, model_npz: str, fit_json: str, stream_npz: str,
                  metrics_json: str, scores_npz: str) -> dict[str, Any]:
-    """Classify the images of the protocol ``config["protocol"]`` names with its fitted model."""
+    """Classify the images of the protocol ``config["protocol"]`` names with its fitted model
+    (a probe: its batches of them)."""
     started = time.perf_counter()
-    run = build(EvaluationRun, config)
+    settings, probe = split_probe(config)
+    run = build(EvaluationRun, settings)
     protocol = run.protocol
     model = load_model(model_npz, run.fitted_config())
     summary = read_json(fit_json)
     data = load_npz(mnist32)
     images, labels, described = evaluation_split(protocol, data, run.data)
-    metrics, arrays = score(model, model.quantiser.encode(images), labels, f"rgm {protocol}")
+    with measured(probe, "classify", count=False):
+        n = capped(probe, len(labels), model.config.inference.batch)
+        images, labels = images[:n], labels[:n]
+        metrics, arrays = score(model, model.quantiser.encode(images), labels, f"rgm {protocol}")
     save_npz_atomic(scores_npz, **arrays)
     stream = load_npz(stream_npz)
     n_levels = len(summary["final_mi_per_level"])
@@ -433,11 +462,15 @@ def evaluate_job(config: Mapping[str, Any], mnist32: str, model_npz: str, fit_js
                   metrics=metrics,
                   wall_seconds=time.perf_counter() - started, device=describe_device("cpu"),
                   provenance=provenance(n_train=summary["stream_size"], n_val=n_val, n_test=len(labels),
-                                        data_sha256=file_sha256(mnist32), n_params=None, steps_run=summary["stream_size"]),
+                                        data_sha256=file_sha256(mnist32), n_params=None, steps_run=summary["stream_size"],
+                                        probe=probe is not None or bool(summary.get("probe"))),
                   extra={"accuracy_by_elbo_decile": accuracy_by_elbo_quantile(arrays["correct"], arrays["elbo"]).tolist(),
                          "states_per_level": summary["states_per_level"],
                          "modes_per_group": summary["modes_per_group"],
                          "mean_weight_per_level": summary["mean_weight_per_level"]})
+    if probe is not None:
+        probe.write(probe_record_path(os.path.dirname(metrics_json), probe), device=describe_device("cpu"),
+                    n_params=None, cpu_bound=True)
     return metrics
 
 
@@ -465,9 +498,11 @@ def ablation_job(config: Mapping[str, Any], mnist28: str, mnist32: str, metrics_
     """One ablation variant: the default settings with ``config["overrides"]`` merged in,
     active learning over the first ``ablation_stream`` stream images, scored on the
     validation images (``val_accuracy``). The SVD and bins are fit on the whole stream and
-    the exemplars taken from it, as in official_test."""
+    the exemplars taken from it, as in official_test. A probe learns its steps of the
+    stream and scores its batches of the validation images."""
     started = time.perf_counter()
-    run = build(AblationRun, config)
+    settings, probe = split_probe(config)
+    run = build(AblationRun, settings)
     cache = load_npz(mnist32)
     n_train = len(cache["train_labels"])
     stream = run.data.stream_rows(n_train)
@@ -476,16 +511,23 @@ def ablation_job(config: Mapping[str, Any], mnist28: str, mnist32: str, metrics_
     images, labels = ablation_inputs(run.variant_preprocess(), run.preprocess, mnist28, mnist32,
                                      np.union1d(stream, val))
     model, summary, _ = fit_model(run.variant_model_config(), images, labels, stream, stream, run.data.exemplars_per_class,
-                                  len(short), desc=f"rgm ablation {run.variant}")
-    metrics, _ = score(model, model.quantiser.encode(images[val]), labels[val], f"rgm ablation {run.variant}",
-                       split="val")
+                                  len(short), desc=f"rgm ablation {run.variant}", probe=probe)
+    with measured(probe, "validate", count=False):
+        val = val[:capped(probe, len(val), model.config.inference.batch)]
+        metrics, _ = score(model, model.quantiser.encode(images[val]), labels[val], f"rgm ablation {run.variant}",
+                           split="val")
     metrics.update({"variant": run.variant, "learn_seconds": summary["learn_seconds"],
                     "accepted_share": summary["accepted_share"], "top_mi": summary["final_mi_per_level"][-1]})
     write_metrics(metrics_json, experiment="rgm_ablation", run_id=run.variant, params={"overrides": run.overrides},
                   seed=None, metrics=metrics, wall_seconds=time.perf_counter() - started,
                   device=describe_device("cpu"),
-                  provenance=provenance(n_train=len(short), n_val=len(val), n_test=0, data_sha256=file_sha256(mnist32),
-                                        n_params=None, steps_run=len(short), svd_fit_images=len(stream)))
+                  provenance=provenance(n_train=summary["stream_size"], n_val=len(val), n_test=0,
+                                        data_sha256=file_sha256(mnist32), n_params=None,
+                                        steps_run=summary["stream_size"], svd_fit_images=len(stream),
+                                        probe=probe is not None))
+    if probe is not None:
+        probe.write(probe_record_path(os.path.dirname(metrics_json), probe), device=describe_device("cpu"),
+                    n_params=None, cpu_bound=True)
     return metrics
 
 
@@ -527,8 +569,10 @@ def ablation_table_job(metrics_files: Sequence[str], config: Mapping[str, Any], 
 
 def samples_job(config: Mapping[str, Any], mnist32: str, model_npz: str, out_npz: str) -> None:
     """Arrays for the figures: reconstructions from each level of some test images,
-    samples per class, and predictive images along a mixture of two digits."""
-    run = build(SamplesRun, config)
+    samples per class, and predictive images along a mixture of two digits. A few images at
+    the paper's size already: a probe runs all of it and only leaves its record."""
+    settings, probe = split_probe(config)
+    run = build(SamplesRun, settings)
     model = load_model(model_npz, run.fitted_config())
     fig = run.samples
     rng = np.random.default_rng(run.seed)
@@ -554,3 +598,6 @@ def samples_job(config: Mapping[str, Any], mnist32: str, model_npz: str, out_npz
     save_npz_atomic(out_npz, originals=q.prepare(images), reconstructions=np.stack(recon), generated=generated,
                     generated_classes=classes, ancestral=ancestral, predictive=predictive, mixing=mixing,
                     mixing_weights=weights, mix_pair=np.array([a, b]))
+    if probe is not None:
+        probe.write(probe_record_path(os.path.dirname(out_npz), probe), device=describe_device("cpu"), n_params=None,
+                    cpu_bound=True)

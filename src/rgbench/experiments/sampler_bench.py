@@ -10,7 +10,7 @@ flips/ns = chains x 784 x sweeps / elapsed ns, for
   factor graph (``rgbench.models.potts_thrml.LatticeFactorGraph``).
 
 Every implementation samples the same synthetic model (seeded N(0, 1) biases, couplings
-0.8). The work per timed run is calibrated by a probe to last about ``seconds_per_run``;
+0.8). The work per timed run is calibrated by short trial runs to last about ``seconds_per_run``;
 the reported time is the median of ``repeats`` runs. THRML's first call (tracing, program
 construction and XLA compilation) is timed separately and never counted as sampling; it
 runs ``sweeps_per_call`` sweeps per jitted call (10 below 256 chains, so Python dispatch
@@ -28,6 +28,13 @@ The energy speed check (seed 003: "Energy computation: Vectorized (16.5x faster 
 naive)") times a naive energy, a Python loop over the sites and their right and lower
 neighbours with one tensor operation per term over a batch of states, against the
 vectorised :meth:`PottsModel.energy` on the same states (median of ``repeats``).
+
+Under the paper preset's probe (a ``probe`` block in the hand-off) every row keeps its
+chain count and set-up (numba load, THRML compilation), but its timed runs shrink to a few
+runs of one unit of sweeps; the sweeps the real run would time follow from the same
+per-sweep time by the same calibration, and the row's timing block is scaled by them. The
+energy-speed rows keep the probe's few repeats. Everything runs on the CPU but the
+``block_torch`` rows (the record says ``cpu_bound``).
 """
 
 from __future__ import annotations
@@ -36,6 +43,7 @@ import math
 import statistics
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable, Mapping
 
 import numpy as np
@@ -44,6 +52,7 @@ import torch
 from rgbench.config import build
 from rgbench.models.potts import PottsConfig, PottsModel
 from rgbench.models.potts_samplers import CheckerboardGibbs, sequential_gibbs
+from rgbench.probe import Probe, capped, measured, probe_record_path, split_probe
 from rgbench.results import provenance, write_metrics
 from rgbench.runtime import describe_device, get_logger, pick_device, seed_everything
 
@@ -83,35 +92,58 @@ class Timing:
 
 
 def timed_runs(run: Callable[[int], None], seconds_per_run: float, repeats: int, unit: int = 1,
-               fixed_sweeps: int | None = None, max_sweeps: int = 1_000_000) -> tuple[int, list[float], list[float]]:
+               fixed_sweeps: int | None = None, max_sweeps: int = 1_000_000, probe: Probe | None = None,
+               block: str = "timed_runs") -> tuple[int, list[float], list[float]]:
     """Time ``repeats`` calls of ``run(sweeps)`` (wall and process CPU seconds). Unless
-    ``fixed_sweeps``, a one-unit probe and a second probe at the new length pick the
-    sweeps (a multiple of ``unit``) so one call lasts about ``seconds_per_run``."""
-    def probe(sweeps: int) -> float:
+    ``fixed_sweeps``, a one-unit trial and a second trial at the new length pick the
+    sweeps (a multiple of ``unit``) so one call lasts about ``seconds_per_run``.
+
+    A ``probe`` times its ``eval_batches`` calls of one unit in the measured ``block``,
+    whose cut is the real run's sweeps (the first trial's calibration from the same
+    per-sweep time: the unit trial, the second trial and the ``repeats`` timed calls) over
+    the sweeps it ran."""
+    def calibrate(per_sweep: float) -> int:
+        return int(min(max_sweeps, max(1, round(seconds_per_run / per_sweep / unit)))) * unit
+
+    def trial(sweeps: int) -> float:
         started = time.perf_counter()
         run(sweeps)
         return max(time.perf_counter() - started, 1e-6) / sweeps
 
+    def timed(sweeps: int, times: int) -> tuple[list[float], list[float]]:
+        walls, cpus = [], []
+        for _ in range(times):
+            wall, cpu = time.perf_counter(), time.process_time()
+            run(sweeps)
+            walls.append(time.perf_counter() - wall)
+            cpus.append(time.process_time() - cpu)
+        return walls, cpus
+
+    if probe is not None:
+        with measured(probe, block, count=False):  # numba and JAX work: timed, not counted
+            kept = capped(probe, repeats, 1)
+            walls, cpus = timed(unit, kept)
+            if fixed_sweeps is None:
+                sweeps = calibrate(min(walls) / unit)
+                trials = unit + (sweeps if sweeps > unit else 0)
+            else:
+                sweeps, trials = fixed_sweeps, 0
+            probe.cut(trials + repeats * sweeps, kept * unit)
+        return unit, walls, cpus
     if fixed_sweeps is None:
-        per_sweep = probe(unit)
-        sweeps = int(min(max_sweeps, max(1, round(seconds_per_run / per_sweep / unit)))) * unit
+        per_sweep = trial(unit)
+        sweeps = calibrate(per_sweep)
         if sweeps > unit:
-            per_sweep = probe(sweeps)  # corrects for per-call overheads
-            sweeps = int(min(max_sweeps, max(1, round(seconds_per_run / per_sweep / unit)))) * unit
+            sweeps = calibrate(trial(sweeps))  # corrects for per-call overheads
     else:
         sweeps = fixed_sweeps
-    walls, cpus = [], []
-    for _ in range(repeats):
-        wall, cpu = time.perf_counter(), time.process_time()
-        run(sweeps)
-        walls.append(time.perf_counter() - wall)
-        cpus.append(time.process_time() - cpu)
+    walls, cpus = timed(sweeps, repeats)
     return sweeps, walls, cpus
 
 
 def bench_block(chains: int, seconds_per_run: float, repeats: int, seed: int, backend: str = "auto",
                 device: str | torch.device = "cpu", fixed_sweeps: int | None = None,
-                threads: int | None = None) -> Timing:
+                threads: int | None = None, probe: Probe | None = None, block: str = "timed_runs") -> Timing:
     model = bench_model(seed)
     sampler = CheckerboardGibbs(SIDE, SIDE, device=device, backend=backend, threads=threads)
     started = time.perf_counter()
@@ -127,14 +159,14 @@ def bench_block(chains: int, seconds_per_run: float, repeats: int, seed: int, ba
         sampler.sweep(padded, sweeps, generator)
         sync()
 
-    sweeps, walls, cpus = timed_runs(run, seconds_per_run, repeats, fixed_sweeps=fixed_sweeps)
+    sweeps, walls, cpus = timed_runs(run, seconds_per_run, repeats, fixed_sweeps=fixed_sweeps, probe=probe, block=block)
     with torch.no_grad():
         energy = float(model.energy(sampler.unpad(padded).cpu()).mean())
     return Timing(sweeps, walls, cpus, setup, energy)
 
 
 def bench_sequential(chains: int, seconds_per_run: float, repeats: int, seed: int,
-                     fixed_sweeps: int | None = None) -> Timing:
+                     fixed_sweeps: int | None = None, probe: Probe | None = None, block: str = "timed_runs") -> Timing:
     model = bench_model(seed)
     bias, w_h, w_v = model.sampler_parameters()
     generator = torch.Generator().manual_seed(seed)
@@ -143,7 +175,7 @@ def bench_sequential(chains: int, seconds_per_run: float, repeats: int, seed: in
     def run(sweeps: int) -> None:
         sequential_gibbs(x, bias, w_h, w_v, sweeps, generator)
 
-    sweeps, walls, cpus = timed_runs(run, seconds_per_run, repeats, fixed_sweeps=fixed_sweeps)
+    sweeps, walls, cpus = timed_runs(run, seconds_per_run, repeats, fixed_sweeps=fixed_sweeps, probe=probe, block=block)
     with torch.no_grad():
         return Timing(sweeps, walls, cpus, 0.0, float(model.energy(x).mean()))
 
@@ -153,7 +185,7 @@ def thrml_sweeps_per_call(chains: int) -> int:
 
 
 def bench_thrml(chains: int, seconds_per_run: float, repeats: int, seed: int,
-                fixed_sweeps: int | None = None) -> Timing:
+                fixed_sweeps: int | None = None, probe: Probe | None = None, block: str = "timed_runs") -> Timing:
     from rgbench.models.potts_thrml import configure_jax
 
     configure_jax(max(1, torch.get_num_threads()))
@@ -184,7 +216,8 @@ def bench_thrml(chains: int, seconds_per_run: float, repeats: int, seed: int,
         for _ in range(sweeps // per_call):
             state[:] = step(state)
 
-    sweeps, walls, cpus = timed_runs(run, seconds_per_run, repeats, unit=per_call, fixed_sweeps=fixed_sweeps)
+    sweeps, walls, cpus = timed_runs(run, seconds_per_run, repeats, unit=per_call, fixed_sweeps=fixed_sweeps,
+                                     probe=probe, block=block)
     images = graph.to_images(state)
     with torch.no_grad():
         energy = float(model.energy(torch.from_numpy(images)).mean())
@@ -192,23 +225,26 @@ def bench_thrml(chains: int, seconds_per_run: float, repeats: int, seed: int,
 
 
 def run_bench(implementation: str, chains: int, seconds_per_run: float, repeats: int, seed: int,
-              device: str | torch.device = "cpu", threads: int | None = None) -> dict[str, Any]:
-    """One (implementation, chains) measurement as a table row's metrics."""
+              device: str | torch.device = "cpu", threads: int | None = None, probe: Probe | None = None,
+              block: str = "timed_runs") -> dict[str, Any]:
+    """One (implementation, chains) measurement as a table row's metrics (a ``probe``'s
+    timed runs in its measured ``block``, see :func:`timed_runs`)."""
     if implementation not in IMPLEMENTATIONS:
         raise ValueError(f"implementation must be one of {IMPLEMENTATIONS}, got {implementation!r}")
     if chains < 1 or repeats < 1 or seconds_per_run <= 0:
         raise ValueError("chains and repeats must be >= 1 and seconds_per_run > 0")
     if implementation == "block":
-        timing = bench_block(chains, seconds_per_run, repeats, seed, "auto", device, threads=threads)
+        timing = bench_block(chains, seconds_per_run, repeats, seed, "auto", device, threads=threads, probe=probe,
+                             block=block)
         backend = CheckerboardGibbs(SIDE, SIDE, device=device).backend
     elif implementation == "block_torch":
-        timing = bench_block(chains, seconds_per_run, repeats, seed, "torch", device)
+        timing = bench_block(chains, seconds_per_run, repeats, seed, "torch", device, probe=probe, block=block)
         backend = "torch"
     elif implementation == "sequential":
-        timing = bench_sequential(chains, seconds_per_run, repeats, seed)
+        timing = bench_sequential(chains, seconds_per_run, repeats, seed, probe=probe, block=block)
         backend = "torch"
     else:
-        timing = bench_thrml(chains, seconds_per_run, repeats, seed)
+        timing = bench_thrml(chains, seconds_per_run, repeats, seed, probe=probe, block=block)
         backend = "jax"
     median = statistics.median(timing.seconds)
     flips = chains * SITES * timing.sweeps
@@ -319,8 +355,11 @@ class SamplerBenchConfig:
 def run_job(config: Mapping[str, Any], outputs: Mapping[str, str], device: str = "auto") -> list[dict[str, Any]]:
     """Every row of the benchmark in one process, one after the other (so no row times
     another's work); ``outputs`` maps run_id -> metrics.json. A GPU, when present, is used
-    only by ``block_torch`` (the tensor path); the other samplers are CPU samplers."""
-    cfg = build(SamplerBenchConfig, config)
+    only by ``block_torch`` (the tensor path); the other samplers are CPU samplers. A
+    ``probe`` block cuts each row's timed work (module docstring) and leaves the probe
+    record beside the rows' directories."""
+    settings, probe = split_probe(config)
+    cfg = build(SamplerBenchConfig, settings)
     seed_everything(cfg.seed)
     rows = []
     for key, spec in cfg.runs.items():
@@ -328,7 +367,8 @@ def run_job(config: Mapping[str, Any], outputs: Mapping[str, str], device: str =
         if spec["check"] == "speed":
             implementation, chains = spec["implementation"], int(spec["chains"])
             torch_device = pick_device(device) if implementation == "block_torch" else torch.device("cpu")
-            metrics = run_bench(implementation, chains, cfg.seconds_per_run, cfg.repeats, cfg.seed, torch_device)
+            metrics = run_bench(implementation, chains, cfg.seconds_per_run, cfg.repeats, cfg.seed, torch_device,
+                                probe=probe, block=key)
             log.info("%s chains=%d sweeps=%d: %.4f flips/ns (%.4f per CPU-ns)", implementation, chains,
                      metrics["sweeps"], metrics["flips_per_ns"], metrics["flips_per_cpu_ns"])
             described, n_params = describe_device(torch_device), SITES * 4 + 2
@@ -339,7 +379,9 @@ def run_job(config: Mapping[str, Any], outputs: Mapping[str, str], device: str =
                      spec["init"], metrics["energy_max_abs_diff"], metrics["energy_ones_abs_diff"])
             described, n_params = "cpu (jax)", int(spec["side"]) ** 2 * 4 + 2
         elif spec["check"] == "energy_speed":
-            metrics = energy_speed(int(spec["side"]), cfg.energy_states, cfg.repeats, int(spec["seed"]))
+            with measured(probe, key, count=False):
+                metrics = energy_speed(int(spec["side"]), cfg.energy_states, capped(probe, cfg.repeats, 1),
+                                       int(spec["seed"]))
             log.info("energy speed %dx%d: naive %.3g s, vectorised %.3g s (%.1fx)", spec["side"], spec["side"],
                      metrics["naive_seconds"], metrics["vectorised_seconds"], metrics["energy_speedup"])
             described, n_params = describe_device(torch.device("cpu")), int(spec["side"]) ** 2 * 4 + 2
@@ -351,6 +393,10 @@ def run_job(config: Mapping[str, Any], outputs: Mapping[str, str], device: str =
                       metrics={k: v for k, v in metrics.items() if k not in params},
                       wall_seconds=time.perf_counter() - started, device=described,
                       provenance=provenance(n_train=0, n_val=0, n_test=0, data_sha256="none: random Potts model",
-                                            n_params=n_params))
+                                            n_params=n_params, probe=probe is not None))
         rows.append({**params, **metrics})
+    if probe is not None and outputs:
+        run_dir = Path(next(iter(outputs.values()))).parent.parent  # runs/sampler_bench
+        probe.write(probe_record_path(run_dir, probe), device=describe_device(pick_device(device)), n_params=None,
+                    cpu_bound=True)
     return rows

@@ -7,9 +7,13 @@
   decayed linearly to 0 and weight decay on the weights (Hinton's practical guide;
   Tieleman 2008), optionally with fast weights (FPCD, Tieleman & Hinton 2009).
 
-Both go through :func:`rgbench.training.fit` (per-epoch checkpoints, exact resume); the
-persistent chains are module buffers, so they resume too. The validation split is never
-trained on; its pseudo-log-likelihood and (free) energies are logged per epoch.
+Both go through :func:`rgbench.training.fit` (per-epoch checkpoints, exact resume): the
+persistent chains and FPCD's fast weights are module buffers and the RBM's sampling
+generator is the trainer's extra state, so a resumed run continues the uninterrupted one
+exactly. The validation split is never trained on; its pseudo-log-likelihood and (free)
+energies are logged per epoch. Given a :class:`rgbench.probe.Probe`, training takes the
+probe's steps at the real model, batch and chain sizes (checkpoint and resume half-way)
+and the per-epoch validation keeps the probe's batches.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from rgbench.data.preprocess import CLASSES, LEVELS, LevelData
 from rgbench.models.potts import IndependentModel, PottsConfig, PottsModel
 from rgbench.models.potts_samplers import CheckerboardGibbs
 from rgbench.models.rbm import CategoricalRBM, RBMConfig
+from rgbench.probe import Probe, capped
 from rgbench.results import params_fingerprint
 from rgbench.training import TensorBatches, epoch_permutation, fit
 
@@ -34,6 +39,12 @@ LATTICE_MODELS = ("potts", "potts_cond")
 RBM_MODELS = ("rbm", "rbm_cond")
 CONDITIONAL = ("potts_cond", "rbm_cond")
 SHOWN_CHAINS = 16  # chains kept per epoch (and per snapshot) for the figures
+# Images per pseudo-likelihood batch: an RBM's holds (batch, 49 sites, 4 levels, hidden)
+# floats, ~200 MB at 250 images and 500 hidden units, where 10,000 images at once need ~8 GB.
+PLL_BATCH = 250
+# Bumped when what a checkpoint holds changes: 2, the RBM's sampling generator joined the
+# trainer's state, so an older checkpoint is ignored rather than resumed inexactly.
+CHECKPOINT_FORMAT = 2
 
 
 @dataclass
@@ -184,6 +195,15 @@ class RBMPCDTrainer(nn.Module):
         self._weight_grad = torch.empty_like(model.weight)
         self.gaps: list[float] = []
 
+    # The chains' generator is part of the trainer's state (nn.Module's extra state, saved
+    # in its state_dict): without it a resumed run would draw other samples than the
+    # uninterrupted one from the checkpoint on.
+    def get_extra_state(self) -> dict[str, Any]:
+        return {"generator": self.generator.get_state()}
+
+    def set_extra_state(self, state: Mapping[str, Any]) -> None:
+        self.generator.set_state(state["generator"])
+
     def _sample_chains(self) -> None:
         """Advance the persistent chains, with the fast weights added (FPCD) when used."""
         m = self.model
@@ -238,12 +258,29 @@ def build_rbm(cfg: RBMTrainConfig, conditional: bool, independent: IndependentMo
     return model
 
 
+def pseudo_log_likelihood(model: CategoricalRBM | PottsModel, x: np.ndarray, labels: np.ndarray | None = None,
+                          batch: int = PLL_BATCH) -> np.ndarray:
+    """Per-image pseudo-log-likelihood of level images ``x`` (labels clamped when given), in
+    batches of ``batch`` images so that its memory does not grow with the images scored."""
+    out = [model.pseudo_log_likelihood(torch.from_numpy(x[i:i + batch]),
+                                       None if labels is None else torch.from_numpy(labels[i:i + batch])).numpy()
+           for i in range(0, len(x), batch)]
+    return np.concatenate(out) if out else np.zeros(0)
+
+
+def pcd_fingerprint(block: str, cfg: Any, conditional: bool, seed: int, n_train: int, probe: Probe | None) -> str:
+    """What a checkpoint must match to be resumed from: the training block, the data size
+    and whether a probe wrote it (a probe's checkpoint never seeds a real run)."""
+    return params_fingerprint({block: asdict(cfg), "conditional": conditional, "seed": seed, "n_train": n_train,
+                               "format": CHECKPOINT_FORMAT, **({"probe": True} if probe is not None else {})})
+
+
 def train_rbm(cfg: RBMTrainConfig, conditional: bool, data: LevelData, independent: IndependentModel, seed: int,
-              checkpoint_path: str | os.PathLike | None = None, description: str = "rbm",
+              checkpoint_path: str | os.PathLike | None = None, description: str = "rbm", probe: Probe | None = None,
               ) -> tuple[CategoricalRBM, Any, list[dict[str, Any]], np.ndarray, np.ndarray]:
     """PCD training of one RBM. Returns the model, fit's result, per-epoch history (with
     validation PLL and free energies), the chains after each epoch and the per-update
-    free-energy gaps."""
+    free-energy gaps. A ``probe`` trains its steps and cuts the validation to its batches."""
     generator = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     model = build_rbm(cfg, conditional, independent)
@@ -258,17 +295,18 @@ def train_rbm(cfg: RBMTrainConfig, conditional: bool, data: LevelData, independe
                                 cfg.momentum_start, cfg.momentum_final)
     batches, (train_x, train_y) = _shuffled_batches(data, cfg.batch_size, seed)
     n_val = min(cfg.val_images, len(data.val_x))
-    val_x, val_y = torch.from_numpy(data.val_x[:n_val]), torch.from_numpy(data.val_y[:n_val])
-    monitor_x = train_x[:n_val]
 
     @torch.no_grad()
     def on_epoch_end(epoch: int) -> dict[str, Any]:
+        n = capped(probe, n_val, PLL_BATCH)  # inside fit's measured per-epoch block
+        val_x, val_y = torch.from_numpy(data.val_x[:n]), torch.from_numpy(data.val_y[:n])
         labels = val_y if conditional else None
-        extra = {"val_pll": float(model.pseudo_log_likelihood(val_x, labels).mean()),
+        extra = {"val_pll": float(pseudo_log_likelihood(model, data.val_x[:n],
+                                                        data.val_y[:n] if conditional else None).mean()),
                  "val_label_accuracy": float((model.label_scores(val_x).argmax(1) == val_y).float().mean())
                  if conditional else float("nan"),
                  "val_free_energy": float(model.free_energy(val_x, labels).mean()),
-                 "train_free_energy": float(model.free_energy(monitor_x, train_y[:n_val] if conditional else None)
+                 "train_free_energy": float(model.free_energy(train_x[:n], train_y[:n] if conditional else None)
                                             .mean()),
                  "chain_samples": trainer.chains[:SHOWN_CHAINS].numpy().copy(),
                  "gaps": np.asarray(trainer.gaps, dtype=np.float64)}
@@ -276,16 +314,16 @@ def train_rbm(cfg: RBMTrainConfig, conditional: bool, data: LevelData, independe
         return extra
 
     result = fit(trainer, optimizer, batches, trainer.loss, cfg.epochs, checkpoint_path=checkpoint_path,
-                 scheduler=schedule, on_epoch_end=on_epoch_end, description=description,
-                 fingerprint=params_fingerprint({"rbm": asdict(cfg), "conditional": conditional, "seed": seed,
-                                                 "n_train": len(data.train_x)}))
+                 scheduler=schedule, on_epoch_end=on_epoch_end, description=description, probe=probe,
+                 fingerprint=pcd_fingerprint("rbm", cfg, conditional, seed, len(data.train_x), probe))
     model.eval()
     return (model, result, *_epoch_records(result, trainer.chains[:SHOWN_CHAINS].shape))
 
 
 def train_lattice(cfg: LatticeTrainConfig, conditional: bool, data: LevelData, independent: IndependentModel,
                   class_independent: IndependentModel, seed: int, checkpoint_path: str | os.PathLike | None = None,
-                  description: str = "potts") -> tuple[PottsModel, Any, list[dict[str, Any]], np.ndarray, np.ndarray]:
+                  description: str = "potts", probe: Probe | None = None,
+                  ) -> tuple[PottsModel, Any, list[dict[str, Any]], np.ndarray, np.ndarray]:
     """PCD training of one lattice model from the independent model (so it can only add
     structure). Returns what :func:`train_rbm` returns (gaps: data minus chain energy)."""
     generator = torch.Generator().manual_seed(seed)
@@ -297,23 +335,24 @@ def train_lattice(cfg: LatticeTrainConfig, conditional: bool, data: LevelData, i
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     batches, _ = _shuffled_batches(data, cfg.batch_size, seed)
     n_val = min(cfg.val_images, len(data.val_x))
-    val_x, val_y = torch.from_numpy(data.val_x[:n_val]), torch.from_numpy(data.val_y[:n_val])
 
     @torch.no_grad()
     def on_epoch_end(epoch: int) -> dict[str, Any]:
+        n = capped(probe, n_val, PLL_BATCH)  # inside fit's measured per-epoch block
+        val_x, val_y = torch.from_numpy(data.val_x[:n]), torch.from_numpy(data.val_y[:n])
         labels = val_y if conditional else None
         steps = np.asarray(trainer.step_energies, dtype=np.float64)
         trainer.step_energies.clear()
-        return {"val_pll": float(model.pseudo_log_likelihood(val_x, labels).mean()),
+        return {"val_pll": float(pseudo_log_likelihood(model, data.val_x[:n],
+                                                       data.val_y[:n] if conditional else None).mean()),
                 "val_energy": float(model.energy(val_x, labels).mean()),
                 "chain_energy": float(model.energy(trainer.chains, chain_labels).mean()),
                 "w_h": float(model.coupling[0]), "w_v": float(model.coupling[1]),
                 "chain_samples": trainer.chains[:SHOWN_CHAINS].numpy().copy(), "gaps": steps}
 
     result = fit(trainer, optimizer, batches, trainer.loss, cfg.epochs, checkpoint_path=checkpoint_path,
-                 on_epoch_end=on_epoch_end, description=description,
-                 fingerprint=params_fingerprint({"pcd": asdict(cfg), "conditional": conditional, "seed": seed,
-                                                 "n_train": len(data.train_x)}))
+                 on_epoch_end=on_epoch_end, description=description, probe=probe,
+                 fingerprint=pcd_fingerprint("pcd", cfg, conditional, seed, len(data.train_x), probe))
     model.eval()
     return (model, result, *_epoch_records(result, trainer.chains[:SHOWN_CHAINS].shape))
 

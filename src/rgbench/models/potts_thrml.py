@@ -291,6 +291,9 @@ class ThrmlSampler:
         import jax
         from thrml import SamplingSchedule, sample_states
 
+        from rgbench.phases import watch_compilers
+
+        watch_compilers()  # jax is imported by now: its compile time joins the job's `compile` phase
         self.build = build
         self.blocks = blocks
         schedule = SamplingSchedule(n_warmup=sweeps_per_call, n_samples=1, steps_per_sample=1)

@@ -20,11 +20,16 @@ from typing import Any, Iterator, Mapping
 import pandas as pd
 
 from rgbench.io import atomic_path, read_json
+from rgbench.phases import PHASES, sidecar_path
 from rgbench.summary.patterns import fill, wildcard_regex
 
-JOB_COLUMNS = ["experiment", "rule", "job", "wall_s", "cpu_s", "peak_mem_mb", "device", "started", "finished",
-               "benchmark"]
-SUMMARY_COLUMNS = ["experiment", "jobs", "wall_s", "cpu_s", "peak_mem_mb", "devices"]
+# Where each job's wall time went (rgbench.phases): start-up (interpreter, Snakemake's
+# preamble, imports), loading inputs, JIT compilation, compute, writing outputs, and
+# `other_s`, the rest of the benchmark's wall time (process exit, Snakemake's spawning).
+PHASE_COLUMNS = ["startup_s", "load_s", "compile_s", "compute_s", "write_s", "other_s"]
+JOB_COLUMNS = ["experiment", "rule", "job", "wall_s", "cpu_s", "peak_mem_mb", *PHASE_COLUMNS, "device", "started",
+               "finished", "benchmark"]
+SUMMARY_COLUMNS = ["experiment", "jobs", "wall_s", "cpu_s", "peak_mem_mb", *PHASE_COLUMNS, "devices"]
 
 
 def read_benchmark(path: str | os.PathLike) -> dict[str, float]:
@@ -46,6 +51,35 @@ def read_benchmark(path: str | os.PathLike) -> dict[str, float]:
         "peak_mem_mb": float(numeric["max_rss"].max()),
         "elapsed_s": float(numeric["s"].sum()),
     }
+
+
+def read_phases(results_dir: str | os.PathLike, benchmark: Path, wall_s: float) -> dict[str, float]:
+    """The phase columns of one job (and its exact CPU seconds, ``cpu_s``) from the sidecar
+    its job wrote beside its log.
+
+    Snakemake's benchmark samples a job's CPU time every 0.5 s for 15 s and then every
+    30 s, so a long job loses up to 30 CPU-seconds of its last interval; the job's own
+    count at exit replaces that sampled value.
+
+    Logs and benchmarks share a layout (``logs/<rule>/<job>.log``, ``benchmarks/<rule>/
+    <job>.tsv``), so the benchmark's relative path names the sidecar. A job that wrote none
+    (a rule without a Python job, a benchmark repeated by Snakemake) reads NaN.
+    """
+    missing = {column: float("nan") for column in PHASE_COLUMNS}
+    stem = benchmark.as_posix().removesuffix(".tsv")
+    path = sidecar_path(Path(results_dir) / "logs" / f"{stem}.log")
+    if not path.exists():
+        return missing
+    try:
+        record = read_json(path)
+    except (OSError, ValueError):
+        return missing
+    phases = {f"{name}_s": float(record.get(name, float("nan"))) for name in PHASES}
+    accounted = sum(value for value in phases.values() if value == value)
+    phases["other_s"] = max(0.0, wall_s - accounted) if wall_s == wall_s else float("nan")
+    if "cpu" in record:
+        phases["cpu_s"] = float(record["cpu"])
+    return phases
 
 
 def _utc(timestamp: float) -> str:
@@ -157,6 +191,7 @@ def collect_costs(results_dir: str | os.PathLike, rule_stages: Mapping[str, str]
         experiment = stage_of_rule(rule, rule_stages, experiments)
         cost = read_benchmark(path)
         started, finished = job_times(path, cost.pop("elapsed_s"))
+        cost.update(read_phases(results, relative, cost["wall_s"]))
         # the same spelling as the workflow's patterns: "<results_dir>/benchmarks/..."
         device = device_from_rule(f"{results_dir}/benchmarks/{relative.as_posix()}", rule_runs.get(rule))
         if device is None:
@@ -177,6 +212,7 @@ def summarise_costs(jobs: pd.DataFrame) -> pd.DataFrame:
             "wall_s": group["wall_s"].sum(min_count=1),
             "cpu_s": group["cpu_s"].sum(min_count=1),
             "peak_mem_mb": group["peak_mem_mb"].max(),
+            **{column: group[column].sum(min_count=1) for column in PHASE_COLUMNS},
             "devices": "; ".join(devices),
         }
 
@@ -186,12 +222,25 @@ def summarise_costs(jobs: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
 
 
+def phase_shares(jobs: pd.DataFrame) -> dict[str, float] | None:
+    """Each phase's share of the job-seconds of the jobs that recorded phases (None when
+    none did): where the DAG's minutes go, e.g. {"startup_s": 0.08, "compute_s": 0.85, ...}."""
+    if not set(PHASE_COLUMNS) <= set(jobs.columns):
+        return None
+    timed = jobs.dropna(subset=["startup_s"])
+    total = float(timed["wall_s"].sum())
+    if timed.empty or total <= 0:
+        return None
+    return {column: float(timed[column].sum()) / total for column in PHASE_COLUMNS}
+
+
 def write_costs(results_dir: str | os.PathLike, jobs_csv: str | os.PathLike, summary_csv: str | os.PathLike,
                 rule_stages: Mapping[str, str] | None = None, experiments: list[str] | None = None,
                 rule_runs: Mapping[str, Any] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     jobs, summary = collect_costs(results_dir, rule_stages, experiments, rule_runs)
     for frame, path in ((jobs, jobs_csv), (summary, summary_csv)):
         with atomic_path(path) as tmp:
-            frame.round({"wall_s": 3, "cpu_s": 3, "peak_mem_mb": 2}).to_csv(tmp, index=False)
+            rounding = {"wall_s": 3, "cpu_s": 3, "peak_mem_mb": 2} | {column: 3 for column in PHASE_COLUMNS}
+            frame.round(rounding).to_csv(tmp, index=False)
     return jobs, summary
 

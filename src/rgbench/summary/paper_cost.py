@@ -2,7 +2,7 @@
 
 A probed job ran at the paper's model and batch size for a few optimiser steps, its
 evaluation loops cut to a few batches, and left a record beside its outputs
-(``runs/<experiment>/<run>/probe_<rule>.json``, see :class:`rgbench.training.Probe`):
+(``runs/<experiment>/<run>/probe_<rule>.json``, see :class:`rgbench.probe.Probe`):
 seconds, FLOPs and dispatched operations per step, the steps and epochs of the real run,
 and the work of each evaluation block with the factor by which it was cut. Its Snakemake
 benchmark file gives its wall and CPU seconds and its peak resident memory.
@@ -13,9 +13,13 @@ data loading, model construction: what no step or block measured) is not scaled,
 block (validation) is scaled to the real run's epochs, and every block's cut is the largest
 of its loops' (an upper bound). On the named GPU each step and block costs its FLOPs at the
 stated share of the GPU's peak plus one launch per dispatched operation (what bounds small
-models), with the same overhead. Peak memory needs no scaling: the probe ran the real model
-and batch. Jobs whose loops do not honour the probe are listed, not estimated; data jobs run
-at the paper's size in the probe, so their measurement is their cost.
+models), with the same overhead. A job holds a GPU only when its resource family asks for
+one: a job of a CPU family has no GPU-hours (its hours are the probe machine's), and a job
+whose record says ``cpu_bound`` (its measured loops run on the CPU whatever its device:
+numba kernels, numpy, CPU tensors) holds its GPU for the hours the probe's machine needs.
+Peak memory needs no scaling: the probe ran the real model, batch and chains. Jobs whose
+loops do not honour the probe are listed, not estimated; data jobs run at the paper's size
+in the probe, so their measurement is their cost.
 """
 
 from __future__ import annotations
@@ -148,6 +152,7 @@ def estimate_job(records: list[Mapping[str, Any]], benchmark: Mapping[str, float
         for key in peaks:
             if info.get(key) is not None:
                 peaks[key] = max(peaks[key] or 0.0, info[key])
+    cpu_bound = any(bool(record.get("cpu_bound")) for record in records)
     wall = benchmark["wall_s"] if benchmark else measured.seconds
     if not benchmark:
         notes.append("no benchmark file: the overhead outside the measured steps is unknown")
@@ -174,7 +179,8 @@ def estimate_job(records: list[Mapping[str, Any]], benchmark: Mapping[str, float
         "hours_here": here / 3600,
         "cpu_hours": here * cpu_share / 3600,
         "gpu": gpu.name,
-        "gpu_hours": (overhead + gpu.seconds(full.flops, full.ops)) / 3600,
+        "gpu_hours": here / 3600 if cpu_bound else (overhead + gpu.seconds(full.flops, full.ops)) / 3600,
+        "cpu_bound": cpu_bound,
         "note": "; ".join(notes),
     }
 
@@ -186,6 +192,20 @@ def read_records(results_dir: str | os.PathLike) -> dict[str, list[dict[str, Any
         record = read_json(path)
         jobs.setdefault(str(record["benchmark"]), []).append(record)
     return jobs
+
+
+def holds_gpu(row: dict[str, Any], requests: Mapping[str, Any] | None) -> None:
+    """A probed job's GPU-hours as its resource family holds a GPU: none for a family that
+    asks for no GPU (a CPU job), the hours on the probe's machine for a ``cpu_bound`` job that
+    holds one (its GPU waits while its loops run on the CPU); notes both."""
+    cpu_bound = bool(row.pop("cpu_bound", False))
+    notes = [row["note"]] if row.get("note") else []
+    if requests is not None and not requests.get("gpu"):
+        row.update(gpu=None, gpu_hours=None)
+        notes.append("a CPU job: hours on the probe's machine, no GPU")
+    elif cpu_bound:
+        notes.append("its loops run on the CPU whatever the device: it holds its GPU for the hours here")
+    row["note"] = "; ".join(notes)
 
 
 def requests_check(row: dict[str, Any], requests: Mapping[str, Any] | None, margins: Mapping[str, float]) -> None:
@@ -223,6 +243,7 @@ def paper_cost_table(results_dir: str | os.PathLike, resources: Mapping[str, Map
         row: dict[str, Any] = {"experiment": stage, "rule": rule, "job": job}
         if mine:
             row.update(family=mine[0].get("family"), estimate="probe", **estimate_job(mine, bench, gpu))
+            holds_gpu(row, resources.get(row["family"] or ""))
         elif stage in measured_stages or rule in report_rules:
             measured = stage in measured_stages
             row.update(estimate="measured" if measured else "report", represents=1, probe_wall_s=bench["wall_s"],
@@ -242,6 +263,7 @@ def paper_cost_table(results_dir: str | os.PathLike, resources: Mapping[str, Map
         row = {"experiment": rule_stages.get(orphan[0]["rule"], "other"), "rule": orphan[0]["rule"],
                "job": Path(benchmark).stem, "family": orphan[0].get("family"), "estimate": "probe",
                **estimate_job(orphan, None, gpu)}
+        holds_gpu(row, resources.get(row["family"] or ""))
         requests_check(row, resources.get(row["family"] or ""), margins)
         rows.append(row)
     return pd.DataFrame(rows, columns=COLUMNS)
@@ -256,6 +278,8 @@ def paper_totals(table: pd.DataFrame) -> dict[str, Any]:
     here = pd.to_numeric(estimated["hours_here"], errors="coerce")
     cpu = pd.to_numeric(estimated["cpu_hours"], errors="coerce")
     longest = gpu.idxmax() if gpu.notna().any() else None
+    cpu_jobs = gpu.isna()  # jobs that hold no GPU: data jobs and CPU families
+    longest_cpu = here[cpu_jobs].idxmax() if here[cpu_jobs].notna().any() else None
     return {
         "gpu": str(table["gpu"].dropna().iloc[0]) if table["gpu"].notna().any() else "",
         "gpu_hours": float((gpu * times).sum(min_count=1)) if gpu.notna().any() else None,
@@ -264,18 +288,30 @@ def paper_totals(table: pd.DataFrame) -> dict[str, Any]:
         "paper_jobs": int(times.sum()),
         "longest_job": None if longest is None else f"{estimated.at[longest, 'rule']}/{estimated.at[longest, 'job']}",
         "longest_gpu_hours": None if longest is None else float(gpu[longest]),
+        "cpu_job_hours": float((here[cpu_jobs] * times[cpu_jobs]).sum()),
+        "longest_cpu_job": None if longest_cpu is None else
+        f"{estimated.at[longest_cpu, 'rule']}/{estimated.at[longest_cpu, 'job']}",
+        "longest_cpu_hours": None if longest_cpu is None else float(here[longest_cpu]),
         "not_probed": sorted(set(table.loc[table["estimate"] == "not_probed", "rule"])),
         "requests_short": sorted(set(table.loc[table["runtime_ok"].eq(False) | table["mem_ok"].eq(False), "rule"])),
     }
+
+
+def _hours(value: float) -> str:
+    """Hours to three significant digits, whole hours with separators from 1,000 on (no exponent)."""
+    return f"{value:,.0f}" if value >= 1000 else f"{value:.3g}"
 
 
 def paper_cost_sentence(totals: Mapping[str, Any]) -> str:
     """The README's and the report's one-line summary of :func:`paper_totals`."""
     if totals.get("gpu_hours") is None:
         return "No job of this probe was estimated."
-    text = (f"The paper preset costs about {totals['gpu_hours']:.3g} GPU-hours on an {totals['gpu']} "
+    text = (f"The paper preset costs about {_hours(totals['gpu_hours'])} GPU-hours on an {totals['gpu']} "
             f"({totals['paper_jobs']} jobs estimated); its longest job, {totals['longest_job']}, about "
-            f"{totals['longest_gpu_hours']:.3g} hours. On the probe's machine: {totals['hours_here']:,.0f} hours.")
+            f"{_hours(totals['longest_gpu_hours'])} hours. On the probe's machine: {totals['hours_here']:,.0f} hours.")
+    if totals.get("longest_cpu_job"):
+        text += (f" Jobs that hold no GPU add {_hours(totals['cpu_job_hours'])} hours on the probe's machine; the "
+                 f"longest, {totals['longest_cpu_job']}, {_hours(totals['longest_cpu_hours'])} hours.")
     if totals["not_probed"]:
         text += f" Not estimated (their loops do not honour the probe): {', '.join(totals['not_probed'])}."
     if totals["requests_short"]:

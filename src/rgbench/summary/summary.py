@@ -30,6 +30,7 @@ import pandas as pd
 
 from rgbench.io import write_text_atomic
 from rgbench.summary.compact import CompactTable, compact_table
+from rgbench.summary.costs import phase_shares
 from rgbench.summary.images import data_uri, image_size, thumbnail_uri
 from rgbench.summary.paper_cost import paper_cost_sentence, paper_totals
 from rgbench.summary.patterns import wildcard_regex
@@ -357,6 +358,9 @@ def build_summary_page(
 
     costs_frame, summary_frame = read_table(costs_csv), read_table(costs_summary_csv)
     costs = html_table(costs_frame, max_table_rows) if costs_frame is not None else None
+    shares = phase_shares(costs_frame) if costs_frame is not None else None
+    phases_text = ", ".join(f"{column.removesuffix('_s')} {100 * share:.0f}%" for column, share in shares.items()
+                            ) if shares else ""
     cost_summary = html_table(summary_frame, max_table_rows) if summary_frame is not None else None
     paper_frame = read_table(paper_cost_csv)
     paper_cost = html_table(paper_frame, max_table_rows) if paper_frame is not None else None
@@ -405,6 +409,7 @@ def build_summary_page(
         graph_legend=graph_legend,
         dot_source=dot_source,
         costs=costs,
+        phases_text=phases_text,
         cost_summary=cost_summary,
         paper_cost=paper_cost,
         paper_totals=paper_totals_text,
