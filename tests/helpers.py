@@ -51,3 +51,30 @@ def merged(base: dict, overrides: dict) -> dict:
         out[key] = merged(out.get(key, {}), value) if isinstance(value, dict) and isinstance(out.get(key), dict) \
             else value
     return out
+
+
+def level_files(tmp_path: Path) -> tuple[Path, Path, Path]:
+    """A tiny 4-level cache (120 training images of which 20 validate, 40 test; each digit a
+    bright bar on its own row over noise), a tiny untrained reference classifier and its
+    feature statistics, laid out as the pipeline's files."""
+    import numpy as np
+    import torch
+
+    from rgbench.evaluation.reference import ReferenceCNN, ReferenceConfig, save_reference_classifier
+    from rgbench.io import save_npz_atomic
+
+    rng = np.random.default_rng(0)
+
+    def levels(labels: np.ndarray) -> np.ndarray:
+        images = rng.integers(0, 2, (len(labels), 28, 28)).astype(np.uint8)
+        images[np.arange(len(labels)), 2 + 2 * labels, 4:24] = 3
+        return images
+
+    train_labels, test_labels = np.arange(120) % 10, np.arange(40) % 10
+    save_npz_atomic(tmp_path / "mnist4.npz", train_levels=levels(train_labels), train_labels=train_labels,
+                    val_index=np.arange(100, 120), test_levels=levels(test_labels), test_labels=test_labels)
+    torch.manual_seed(0)
+    save_reference_classifier(ReferenceCNN(ReferenceConfig(channels1=4, channels2=8, hidden=16, dropout=0.0)).eval(),
+                              tmp_path / "reference.pt")
+    np.savez(tmp_path / "stats.npz", mu=np.zeros(16), sigma=np.eye(16))
+    return tmp_path / "mnist4.npz", tmp_path / "reference.pt", tmp_path / "stats.npz"

@@ -16,7 +16,8 @@ from rgbench.evaluation.claims import (CONTRACT_COLUMNS, ClaimsError, Estimate, 
                                        verdict_for, welch_difference, write_claims_table)
 
 ROOT = Path(__file__).resolve().parents[1]
-CONTRACT_EXPERIMENTS = ["reference_classifier", "glonet", "potts_ebm", "sampler_bench", "rgm", "spatial_rgm", "rgflow"]
+CONTRACT_EXPERIMENTS = ["reference_classifier", "glonet", "potts_ebm", "generative", "sampler_bench", "rgm", "spatial_rgm",
+                        "rgflow"]
 
 
 def entry(**changes):

@@ -143,3 +143,16 @@ def test_every_rule_logs_where_its_benchmark_says() -> None:
                 mismatched.append(f"{path.name}:{name.group(1) if name else '?'}: LOG({log.group(1)}) "
                                   f"vs BENCH({bench.group(1)})")
     assert not mismatched, mismatched
+
+
+def test_numpy_only_jobs_start_without_importing_torch() -> None:
+    """The RGM's jobs and the data jobs never run torch code; importing it cost ~2 s of
+    start-up each (issue 24). A fresh interpreter, so an earlier test's import cannot hide it."""
+    import subprocess
+    import sys
+
+    modules = ["rgbench.job", "rgbench.phases", "rgbench.probe", "rgbench.experiments.rgm", "rgbench.data.msds",
+               "rgbench.data.preprocess"]
+    code = f"import sys; import {', '.join(modules)}; print('torch' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "False"

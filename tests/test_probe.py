@@ -15,6 +15,7 @@ from torch import nn
 
 from rgbench.probe import Probe, capped, measured, probe_record_path, probe_steps, split_probe
 from rgbench.training import TensorBatches, accumulate_gradients, fit, load_checkpoint, micro_batches
+from helpers import level_files
 
 
 def tiny_model(seed: int = 0) -> nn.Module:
@@ -469,29 +470,6 @@ def test_pcd_probe_takes_its_steps_and_checkpoints_the_uninterrupted_runs_state(
 # --- the Potts/RBM jobs under a probe ----------------------------------------------------------
 
 
-def potts_files(tmp_path):
-    """A 4-level cache of 28x28 images (a bar per digit), an untrained reference classifier
-    with its checksum, and feature statistics for its 16 hidden units."""
-    from rgbench.evaluation.reference import ReferenceCNN, ReferenceConfig, save_reference_classifier
-    from rgbench.io import save_npz_atomic
-
-    rng = np.random.default_rng(0)
-
-    def levels(labels):
-        images = rng.integers(0, 2, (len(labels), 28, 28)).astype(np.uint8)
-        images[np.arange(len(labels)), 2 + 2 * labels, 4:24] = 3
-        return images
-
-    train_labels, test_labels = np.arange(120) % 10, np.arange(40) % 10
-    save_npz_atomic(tmp_path / "mnist4.npz", train_levels=levels(train_labels), train_labels=train_labels,
-                    val_index=np.arange(100, 120), test_levels=levels(test_labels), test_labels=test_labels)
-    torch.manual_seed(0)
-    save_reference_classifier(ReferenceCNN(ReferenceConfig(channels1=4, channels2=8, hidden=16, dropout=0.0)).eval(),
-                              tmp_path / "reference.pt")
-    np.savez(tmp_path / "stats.npz", mu=np.zeros(16), sigma=np.eye(16))
-    return tmp_path / "mnist4.npz", tmp_path / "reference.pt", tmp_path / "stats.npz"
-
-
 def probe_block(rule: str, family: str, benchmark: str = "bench.tsv", steps: int = 2, eval_batches: int = 2,
                 represents: int = 1) -> dict:
     """A hand-off's probe block as workflow/rules/common.smk's probe_handoff writes it."""
@@ -505,7 +483,7 @@ def test_potts_jobs_under_a_probe_cut_every_loop_and_say_so(tmp_path, monkeypatc
     from rgbench.io import load_npz
 
     monkeypatch.setattr(potts_ebm, "PLL_BATCH", 10)  # 40 test images: 4 batches, of which the probe keeps 2
-    mnist4, reference, stats = potts_files(tmp_path)
+    mnist4, reference, stats = level_files(tmp_path)
     section = default_config()["potts_ebm"]
     rbm = {**section["rbm"], "hidden": 8, "epochs": 3, "batch_size": 20, "chains": 20, "val_images": 20}
     run = {"model": "rbm", "seed": 0, "train_limit": 0, "test_limit": 0, "smoothing": 1.0, "training": rbm}
@@ -527,9 +505,10 @@ def test_potts_jobs_under_a_probe_cut_every_loop_and_say_so(tmp_path, monkeypatc
     record = json.loads((out / "probe_potts_ebm_evaluate.json").read_text())
     cuts = {name: block["scale"] for name, block in record["blocks"].items()}
     # annealing steps 30 (AIS), 15 (its check), 20 (RAISE) and 10 sweeps: 2 of each; 4 checkpoints
-    # scored of which the 2 sweeps reach 2; 2 of 4 PLL batches; 4 steps of a 12-step series
+    # scored of which the 2 sweeps reach 2; 2 of 4 PLL batches; 4 steps of a 12-step series; 20 of the
+    # 24 samples in memorisation's 2 batches of 10
     assert cuts == {"ais": 15.0, "ais_check": 7.5, "raise": 10.0, "sampling": 5.0, "pll": 2.0, "iat": 3.0,
-                    "scoring": 2.0, "ceiling": 1.0}
+                    "scoring": 2.0, "ceiling": 1.0, "memorisation": 1.2}
     assert record["cpu_bound"] and record["rule"] == "potts_ebm_evaluate" and record["fits"] == []
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["provenance"]["probe"] is True and metrics["provenance"]["steps_run"] == 2

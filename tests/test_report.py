@@ -428,7 +428,8 @@ def test_the_shipped_scorecards_file_places_every_experiment_on_one_card() -> No
     placed = [name for card in cards for name in card.experiment_names]
     assert sorted(placed) == sorted(experiments) and len(placed) == len(set(placed))
     assert [card.seed for card in cards] == ["000", "001", "002", "003", "004", None]
-    assert [card.experiment_names for card in cards if card.seed == "003"] == [["potts_ebm", "sampler_bench"]]
+    assert [card.experiment_names for card in cards if card.seed == "003"] == [["potts_ebm", "generative",
+                                                                                "sampler_bench"]]
     for card in cards:
         assert card.question.endswith("?") and "\n" not in card.question
         assert card.thumbnail and card.run and all(option.command.startswith("snakemake") for option in card.run)

@@ -6,6 +6,7 @@ import json
 import math
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -106,6 +107,26 @@ def test_fit_resume_is_exact(tmp_path: Path) -> None:
     assert [h.train_loss for h in resumed.history] == pytest.approx([h.train_loss for h in straight.history])
     for a, b in zip(reference, model.parameters()):
         assert torch.equal(a, b)
+
+
+def test_fit_counts_cpu_seconds_per_epoch_and_keeps_them_across_a_resume(tmp_path: Path) -> None:
+    model, optimizer, batches, loss = _problem()
+
+    def busy(epoch: int) -> dict:  # a known floor of CPU work in the epoch's evaluation
+        started = time.process_time()
+        while time.process_time() - started < 0.05:
+            pass
+        return {}
+
+    first = fit(model, optimizer, batches, loss, epochs=2, checkpoint_path=tmp_path / "ck.pt", fingerprint="a",
+                on_epoch_end=busy)
+    assert all(entry.cpu_seconds >= 0.05 for entry in first.history)
+    model, optimizer, batches, loss = _problem()
+    resumed = fit(model, optimizer, batches, loss, epochs=3, checkpoint_path=tmp_path / "ck.pt", fingerprint="a",
+                  on_epoch_end=busy)
+    assert [h.cpu_seconds for h in resumed.history[:2]] == [h.cpu_seconds for h in first.history]
+    assert resumed.train_cpu_seconds == pytest.approx(sum(h.cpu_seconds for h in resumed.history))
+    assert resumed.train_cpu_seconds >= 0.15
 
 
 def test_fit_ignores_a_checkpoint_of_other_parameters(tmp_path: Path) -> None:

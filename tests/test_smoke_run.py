@@ -14,7 +14,7 @@ import yaml
 from rgbench.evaluation.claims import DERIVED_COLUMNS, evaluate_claims, load_claims
 
 ROOT = Path(__file__).resolve().parents[1]
-EXPERIMENTS = ["reference_classifier", "glonet", "potts_ebm", "sampler_bench", "rgm", "spatial_rgm", "rgflow"]
+EXPERIMENTS = ["reference_classifier", "glonet", "potts_ebm", "generative", "sampler_bench", "rgm", "spatial_rgm", "rgflow"]
 # Rules downstream of every figure: they embed or list figures, so they rerun with them.
 REPORT_RULES = {"report_page", "report_costs", "report_costs_table", "all"}
 
@@ -69,8 +69,10 @@ def test_a_figure_only_key_reruns_figures_and_nothing_upstream(smoke_workdir: Pa
 @pytest.mark.parametrize("overlay, expected", [
     ({"rgm": {"figures": {"elbo_bins": 4}}}, {"rgm_figure_accuracy_elbo"}),
     ({"rgm": {"samples": {"n_generate": 3}}}, {"rgm_samples", "rgm_figure_generated", "rgm_figure_reconstructions"}),
+    # the EBMs' samples feed the generative comparison too
     ({"potts_ebm": {"analysis": {"samples": 50}}}, {"potts_ebm_evaluate", "potts_ebm_figures", "experiment_table",
-                                                    "claims", "report_experiment_table", "report_claims_table"}),
+                                                    "generative_table", "generative_figures", "claims",
+                                                    "report_experiment_table", "report_claims_table"}),
     ({"rgflow": {"eval": {"samples": 4}}}, {"rgflow_evaluate", "rgflow_figures", "experiment_table", "claims",
                                             "report_experiment_table", "report_claims_table"}),
 ])

@@ -30,44 +30,55 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Mapping, TypeVar
 
-import torch
-from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils.flop_counter import flop_registry
-
 from rgbench.io import write_json_atomic
 
 MB = 1024**2
 T = TypeVar("T")
 
 
-class _WorkCounter(TorchDispatchMode):
-    """Counts the aten operations dispatched (on a GPU each is at least one kernel launch,
-    which is what bounds the step time of small models) and their FLOPs, by torch's own
-    FLOP formulas (torch.utils.flop_counter: matmuls, convolutions, attention). Not
-    FlopCounterMode itself: its module tracking keeps every micro-batch's activations
-    alive until the block ends (measured: 1.2 GB a sample instead of 0.19 for RG-Flow)."""
+_work_counter_class: type | None = None
 
-    def __init__(self) -> None:
-        super().__init__()
-        self.ops = 0
-        self.flops = 0
 
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        kwargs = kwargs or {}
-        out = func(*args, **kwargs)
-        self.ops += 1
-        formula = flop_registry.get(func._overloadpacket)
-        if formula is not None:
-            self.flops += formula(*args, **kwargs, out_val=out)
-        return out
+def _work_counter() -> Any:
+    """A fresh :class:`_WorkCounter`. Defined on first use: torch is imported only by jobs
+    that count torch work, so the numpy-only jobs (the RGM) start without it (~2 s each)."""
+    global _work_counter_class
+    if _work_counter_class is None:
+        from torch.utils._python_dispatch import TorchDispatchMode
+        from torch.utils.flop_counter import flop_registry
+
+        class _WorkCounter(TorchDispatchMode):
+            """Counts the aten operations dispatched (on a GPU each is at least one kernel
+            launch, which is what bounds the step time of small models) and their FLOPs, by
+            torch's own FLOP formulas (torch.utils.flop_counter: matmuls, convolutions,
+            attention). Not FlopCounterMode itself: its module tracking keeps every
+            micro-batch's activations alive until the block ends (measured: 1.2 GB a sample
+            instead of 0.19 for RG-Flow)."""
+
+            def __init__(self) -> None:
+                super().__init__()
+                self.ops = 0
+                self.flops = 0
+
+            def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+                kwargs = kwargs or {}
+                out = func(*args, **kwargs)
+                self.ops += 1
+                formula = flop_registry.get(func._overloadpacket)
+                if formula is not None:
+                    self.flops += formula(*args, **kwargs, out_val=out)
+                return out
+
+        _work_counter_class = _WorkCounter
+    return _work_counter_class()
 
 
 @contextlib.contextmanager
 def count_work() -> Iterator[dict[str, float]]:
-    """FLOPs and dispatched operations of the block (:class:`_WorkCounter`); the dict is
+    """FLOPs and dispatched operations of the block (:func:`_work_counter`); the dict is
     filled in when the block ends."""
     counted: dict[str, float] = {}
-    with _WorkCounter() as counter:
+    with _work_counter() as counter:
         yield counted
     counted.update(flops=float(counter.flops), ops=float(counter.ops))
 
@@ -316,6 +327,8 @@ class StepMeasure:
     @contextlib.contextmanager
     def step(self, batch_size: int, cuda: bool) -> Iterator[Counters]:
         """Measure one optimiser step of ``batch_size`` samples (``cuda``: on a GPU)."""
+        import torch  # only torch training loops get here (see _work_counter)
+
         self.batch_size = batch_size
         if cuda:
             torch.cuda.synchronize()

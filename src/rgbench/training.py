@@ -24,10 +24,6 @@ import torch
 
 from rgbench.io import atomic_path
 from rgbench.probe import MB, UNCOUNTED, Probe, StepMeasure, measured
-# Re-exported for the experiment modules that still import the probe helpers from here
-# (glonet, rgflow, spatial_rgm, reference_classifier: owned elsewhere while this moved);
-# new code imports them from rgbench.probe.
-from rgbench.probe import capped, probe_record_path, split_probe  # noqa: F401
 from rgbench.runtime import get_logger, progress
 
 log = get_logger("training")
@@ -73,6 +69,9 @@ class EpochResult:
     seconds: float
     diverged: bool
     extra: dict[str, Any] = field(default_factory=dict)
+    # CPU seconds of this process over the epoch, its end-of-epoch evaluation included
+    # (what producing the model cost; wall ``seconds`` counts the steps only)
+    cpu_seconds: float = 0.0
 
 
 @dataclass
@@ -82,6 +81,12 @@ class FitResult:
     train_seconds: float
     resumed_from_epoch: int
     steps_run: int = 0  # optimiser steps taken by this call (a resumed run counts from its resume)
+
+    @property
+    def train_cpu_seconds(self) -> float:
+        """CPU seconds of every epoch in the history, those of a resumed run's earlier
+        sittings included."""
+        return float(sum(entry.cpu_seconds for entry in self.history))
 
 
 # --------------------------------------------------------------------------- steps
@@ -203,7 +208,7 @@ def fit(
         if probe is not None and epoch not in plan:
             break
         model.train()
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), time.process_time()
         total, count = 0.0, 0
         batches = make_batches(epoch)
         if measure is not None:
@@ -238,7 +243,8 @@ def fit(
         mean_loss = total / count if count else float("nan")
         with measured(probe, "epoch_end"):
             extra = on_epoch_end(epoch) if on_epoch_end else {}
-        history.append(EpochResult(epoch + 1, mean_loss, seconds, diverged, extra))
+        history.append(EpochResult(epoch + 1, mean_loss, seconds, diverged, extra,
+                                   cpu_seconds=time.process_time() - cpu_started))
         log.info("%s epoch %d/%d loss %.4f (%.1f s) %s", description, epoch + 1, epochs, mean_loss,
                  seconds, {k: v for k, v in extra.items() if isinstance(v, (int, float))})
         if checkpoint_path:

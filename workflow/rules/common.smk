@@ -94,13 +94,15 @@ def one_of(names):
     return "|".join(re.escape(str(name)) for name in names) or "no-such-run"
 
 
-def register_experiment(name, runs, required_columns, figures=lambda: [], extra_targets=lambda: []):
-    """Declare an experiment: its per-run metrics files feed tables/<name>.csv."""
+def register_experiment(name, runs, required_columns, figures=lambda: [], extra_targets=lambda: [], own_table=False):
+    """Declare an experiment: its per-run metrics files feed tables/<name>.csv (written by
+    the experiment's own rule instead of experiment_table when ``own_table``)."""
     EXPERIMENTS[name] = {
         "runs": runs,
         "required_columns": list(required_columns),
         "figures": figures,
         "extra_targets": extra_targets,
+        "own_table": own_table,
     }
 
 

@@ -84,7 +84,14 @@ def potts_thrml_settings():
         "samples",
         **{
             k: POTTS["analysis"][k]
-            for k in ("conditional_start", "sample_sweeps", "lattice_sample_sweeps", "checkpoints", "ceiling_images")
+            for k in (
+                "conditional_start",
+                "sample_sweeps",
+                "lattice_sample_sweeps",
+                "checkpoints",
+                "ceiling_images",
+                "memorisation_images",
+            )
         },
     )
 

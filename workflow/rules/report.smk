@@ -188,6 +188,7 @@ rule report_page:
     input:
         tables=lambda wildcards: [R(f"tables/{name}.csv") for name in enabled_experiments()],
         figures=lambda wildcards: all_figures(),
+        extras=lambda wildcards: [f for name in enabled_experiments() for f in EXPERIMENTS[name]["extra_targets"]()],
         claims=R("tables/claims.csv"),
         targets=R("tables/targets.csv"),
         costs=rules.report_costs.output.jobs,

@@ -9,7 +9,7 @@ rule experiment_table:
     log:
         LOG("experiment_table", "{experiment}"),
     wildcard_constraints:
-        experiment=one_of(EXPERIMENTS),
+        experiment=one_of([name for name, spec in EXPERIMENTS.items() if not spec["own_table"]]),
     conda:
         "../../envs/data.yaml"
     threads: 1

@@ -34,6 +34,8 @@ class SampleRun:
     sweep_cpu_seconds: float
     mode: np.ndarray | None = None  # e.g. RBMs: most probable image given the last hidden state
     start: np.ndarray | None = None  # (N, H, W) levels the chains started from
+    # RAPL joules per sample of the whole run (None: no counter readable, see evaluation.energy)
+    energy_joules_per_sample: float | None = None
 
     def first(self, n: int) -> "SampleRun":
         """The same run restricted to its first ``n`` chains (what a probe's scoring keeps)."""
@@ -41,7 +43,8 @@ class SampleRun:
             return self
         return SampleRun(self.images[:n], {sweep: images[:n] for sweep, images in self.snapshots.items()},
                          self.labels[:n], self.sweep_seconds, self.sweep_cpu_seconds,
-                         None if self.mode is None else self.mode[:n], None if self.start is None else self.start[:n])
+                         None if self.mode is None else self.mode[:n], None if self.start is None else self.start[:n],
+                         self.energy_joules_per_sample)
 
 
 def steps_to_digit(recognised: np.ndarray, checkpoints: Sequence[int]) -> tuple[float, np.ndarray]:
@@ -68,6 +71,8 @@ def score_samples(clf: Any, run: SampleRun, labels: np.ndarray, checkpoints: Seq
            "class_entropy": quality["class_entropy"], "inception_score": quality["inception_score"],
            "n_samples": quality["n_samples"]}
     extra: dict[str, Any] = {"class_histogram": quality["class_histogram"]}
+    # class coverage: a generator that draws only easy digits has a small smallest share
+    out["min_class_share"] = float(np.min(quality["class_histogram"]))
     if len(labels):
         out["conditional_recognition"] = conditional_recognition(clf, levels_to_grey(run.images), labels)
 
@@ -89,6 +94,17 @@ def score_samples(clf: Any, run: SampleRun, labels: np.ndarray, checkpoints: Seq
     out["sweep_seconds"] = run.sweep_seconds
     out["chain_sweeps_per_cpu_second"] = (len(run.images) / run.sweep_cpu_seconds if run.sweep_cpu_seconds
                                           else float("nan"))
+    # what the scored samples cost: every chain ran the last checkpoint's sweeps (an
+    # ancestral sampler's whole pass is its one "sweep")
+    sweeps = max(checkpoints)
+    out["sample_sweeps"] = sweeps
+    out["wall_seconds_per_1000_samples"] = 1000.0 * sweeps * run.sweep_seconds / len(run.images)
+    out["cpu_seconds_per_1000_samples"] = 1000.0 * sweeps * run.sweep_cpu_seconds / len(run.images)
+    recognisable = out["recognisable_fraction"]
+    out["cpu_seconds_per_recognisable_digit"] = (out["cpu_seconds_per_1000_samples"] / 1000.0 / recognisable
+                                                 if recognisable else float("nan"))
+    if run.energy_joules_per_sample is not None:
+        out["sampling_energy_joules_per_sample"] = run.energy_joules_per_sample
     extra["digit_fraction_by_sweep"] = {int(s): float(r.mean()) for s, r in zip(checkpoints, recognised)}
     if run.mode is not None:
         mode = sample_quality(clf, levels_to_grey(run.mode), reference_stats)

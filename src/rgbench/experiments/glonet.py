@@ -35,10 +35,10 @@ import torch.nn.functional as F
 from rgbench.config import build
 from rgbench.io import file_sha256, save_npz_atomic
 from rgbench.models.glonet import DepthNet, DepthNetConfig, replication_parameter_norms
+from rgbench.probe import Probe, capped, measured, probe_record_path
 from rgbench.results import finite_or_none, params_fingerprint, provenance, write_metrics
 from rgbench.runtime import describe_device, get_logger, pick_device, seed_everything
-from rgbench.training import (FitResult, Probe, TensorBatches, capped, epoch_permutation, fit, measured,
-                               probe_record_path)
+from rgbench.training import FitResult, TensorBatches, epoch_permutation, fit
 
 log = get_logger("glonet")
 

@@ -47,6 +47,8 @@ from rgbench.config import build
 from rgbench.data.preprocess import CLASSES, LEVELS, LevelData, levels_to_grey, load_levels
 from rgbench.evaluation.likelihood import likelihood_metrics
 from rgbench.evaluation.quality import conditional_recognition
+from rgbench.evaluation.energy import RaplMeter
+from rgbench.evaluation.memorisation import memorisation
 from rgbench.evaluation.samples import SampleRun, ceiling_scores, relative_to_ceiling, save_sample_run, score_samples
 from rgbench.io import atomic_path, file_sha256, save_npz_atomic
 from rgbench.models.pcd import (CONDITIONAL, LATTICE_MODELS, PLL_BATCH, RBM_MODELS, SHOWN_CHAINS, LatticeTrainConfig,
@@ -116,6 +118,7 @@ class AnalysisConfig:
     pll_images: int
     iat_chains: int
     iat_sweeps: int
+    memorisation_images: int  # samples (and as many test images) compared with every training image
 
     def __post_init__(self) -> None:
         check_checkpoints(self.checkpoints)
@@ -152,6 +155,7 @@ class ThrmlConfig:
     lattice_sample_sweeps: int
     checkpoints: list[int]
     ceiling_images: int
+    memorisation_images: int
 
     def __post_init__(self) -> None:
         check_checkpoints(self.checkpoints)
@@ -223,19 +227,20 @@ def sample_block(kind: str, model: nn.Module | None, independent: IndependentMod
         sampler = CheckerboardGibbs(SIDE, SIDE)
         sampler.set_parameters(*model.sampler_parameters())
         padded = sampler.pad(x)
-    for t in progress(range(1, sweeps + 1), desc="sampling", leave=False):
-        wall, cpu = time.perf_counter(), time.process_time()
-        if kind in LATTICE_MODELS:
-            sampler.sweep(padded, 1, generator, labels=labels)
-        else:
-            x, _, h = model.gibbs(x, labels, 1, generator)
-        walls.append(time.perf_counter() - wall)
-        cpus.append(time.process_time() - cpu)
-        if t in checkpoints:
-            snapshots[t] = (sampler.unpad(padded) if kind in LATTICE_MODELS else x).numpy().copy()
+    with RaplMeter() as meter:
+        for t in progress(range(1, sweeps + 1), desc="sampling", leave=False):
+            wall, cpu = time.perf_counter(), time.process_time()
+            if kind in LATTICE_MODELS:
+                sampler.sweep(padded, 1, generator, labels=labels)
+            else:
+                x, _, h = model.gibbs(x, labels, 1, generator)
+            walls.append(time.perf_counter() - wall)
+            cpus.append(time.process_time() - cpu)
+            if t in checkpoints:
+                snapshots[t] = (sampler.unpad(padded) if kind in LATTICE_MODELS else x).numpy().copy()
     mode = model.visible_mode(h).view(n, SIDE, SIDE).numpy() if h is not None else None
     return SampleRun(snapshots[sweeps], snapshots, label_array, float(np.median(walls)), float(np.median(cpus)), mode,
-                     start)
+                     start, None if meter.joules is None else meter.joules / n)
 
 
 def energy_iat(kind: str, model: nn.Module, start: np.ndarray, labels: np.ndarray, sweeps: int,
@@ -305,7 +310,8 @@ def train_job(config: Mapping[str, Any], mnist4: str, model_path: str, epochs_pa
     # "probe": a model trained by the probe marks every run evaluated from it
     payload = {"kind": cfg.model, "run": asdict(cfg), "config": asdict(model.config),
                "state_dict": model.state_dict(), "diverged": result.diverged, "history": history,
-               "train_seconds": result.train_seconds, "n_train": len(data.train_x), "n_val": len(data.val_x),
+               "train_seconds": result.train_seconds, "train_cpu_seconds": result.train_cpu_seconds,
+               "n_train": len(data.train_x), "n_val": len(data.val_x),
                "steps_run": len(gaps), "probe": probe is not None}
     with atomic_path(model_path) as tmp:
         torch.save(payload, tmp)
@@ -397,8 +403,12 @@ def evaluate_job(config: Mapping[str, Any], analysis: Mapping[str, Any], mnist4:
     relative_to_ceiling(metrics)
     extra.update(score_extra)
     save_sample_run(samples_path, run, checkpoints, score_extra["digit_fraction_by_sweep"], SHOWN_CHAINS)
+    with measured(probe, "memorisation"):
+        n_mem = capped(probe, min(acfg.memorisation_images, len(run.images), len(data.test_x)), PLL_BATCH)
+        metrics.update(memorisation(run.images[:n_mem], data.test_x[:n_mem], data.train_x))
     if payload is not None:
         metrics["train_seconds"] = payload["train_seconds"]
+        metrics["train_cpu_seconds"] = payload.get("train_cpu_seconds")  # None: a model file from before it was kept
         metrics["diverged"] = bool(payload["diverged"])
         extra["history"] = [{k: v for k, v in h.items() if isinstance(v, (int, float))} for h in payload["history"]]
     n_params = model.parameter_count() if model is not None else int(independent.log_probs[0].size)

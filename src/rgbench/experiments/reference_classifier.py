@@ -37,9 +37,10 @@ from rgbench.evaluation.reference import (NUM_CLASSES, ReferenceClassifier, Refe
                                           to_input)
 from rgbench.config import build
 from rgbench.io import file_sha256, save_npz_atomic
+from rgbench.probe import capped, measured, probe_record_path, split_probe
 from rgbench.results import provenance, write_metrics
 from rgbench.runtime import describe_device, get_logger, pick_device, seed_everything
-from rgbench.training import TensorBatches, capped, epoch_permutation, fit, measured, probe_record_path, split_probe
+from rgbench.training import TensorBatches, epoch_permutation, fit
 
 log = get_logger("reference_classifier")
 

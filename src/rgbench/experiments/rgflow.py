@@ -35,10 +35,10 @@ from rgbench.data.mnist import train_mask, validation_index
 from rgbench.evaluation.stats import mean_se
 from rgbench.io import file_sha256, load_npz, save_npz_atomic
 from rgbench.models.rgflow import RGFlow, RGFlowConfig, bits_per_dim, count_parameters, dequantise, from_logit, to_logit
+from rgbench.probe import capped, measured, probe_record_path, split_probe
 from rgbench.results import finite_or_none, params_fingerprint, provenance, write_metrics
 from rgbench.runtime import describe_device, get_logger, pick_device, seed_everything
-from rgbench.training import (capped, epoch_permutation, fit, load_checkpoint, measured, probe_record_path,
-                               save_checkpoint, split_probe)
+from rgbench.training import epoch_permutation, fit, load_checkpoint, save_checkpoint
 
 log = get_logger("rgflow")
 

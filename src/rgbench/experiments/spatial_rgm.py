@@ -52,9 +52,10 @@ from rgbench.models.spatial_rgm import (
     receptive_windows,
     window_mask,
 )
+from rgbench.probe import capped, measured, probe_record_path, split_probe
 from rgbench.results import params_fingerprint, provenance, write_metrics
 from rgbench.runtime import describe_device, get_logger, pick_device, seed_everything
-from rgbench.training import TensorBatches, capped, epoch_permutation, fit, measured, probe_record_path, split_probe
+from rgbench.training import TensorBatches, epoch_permutation, fit
 
 log = get_logger("spatial_rgm")
 EXPERIMENT = "spatial_rgm"

@@ -30,7 +30,7 @@ TARGET_WORDS = {"reproduced": "met", "not_reproduced": "not met", "inconclusive"
 SYMBOLS = {"reproduced": "✓", "not_reproduced": "✗", "inconclusive": "?", "not_run": "○"}
 RULE_SYMBOLS = {"at_least": "≥", "at_most": "≤", "within": "≈"}
 
-CARD_KEYS = {"id", "title", "short", "seed", "question", "thumbnail", "run", "experiments"}
+CARD_KEYS = {"id", "title", "short", "seed", "question", "answer", "thumbnail", "run", "experiments"}
 RUN_KEYS = {"claims", "preset", "hardware", "command"}
 EXPERIMENT_KEYS = {"title", "varies", "measured"}
 ID = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
@@ -71,6 +71,7 @@ class CardSpec:
     thumbnail: tuple[tuple[str, str], ...]  # (experiment, figure stem), in order of preference
     run: tuple[RunOption, ...]
     experiments: tuple[ExperimentView, ...]
+    answer: str | None = None  # a file under results/ whose lines answer the question (the card leads with them)
 
     @property
     def experiment_names(self) -> list[str]:
@@ -107,7 +108,7 @@ def _keys(block: Any, allowed: set[str], required: set[str], where: str) -> dict
 def _card(block: Any, where: str) -> CardSpec:
     if isinstance(block, dict) and isinstance(block.get("id"), str):
         where = f"{where} (id {block['id']})"
-    block = _keys(block, CARD_KEYS, CARD_KEYS - {"seed", "short"}, where)
+    block = _keys(block, CARD_KEYS, CARD_KEYS - {"seed", "short", "answer"}, where)
     card_id = block["id"]
     if not isinstance(card_id, str) or not ID.match(card_id):
         raise ScorecardsError(f"{where}: id must be lower-case letters, digits, '_' or '-', got {card_id!r}")
@@ -142,9 +143,10 @@ def _card(block: Any, where: str) -> CardSpec:
                                  claims=_names(option.get("claims", ["*"]), f"{label}.claims")))
     title = _text(block["title"], f"{where}: title")
     short = _text(block["short"], f"{where}: short") if "short" in block else title
+    answer = _text(block["answer"], f"{where}: answer") if "answer" in block else None
     return CardSpec(id=card_id, title=title, short=short, seed=seed,
                     question=_text(block["question"], f"{where}: question"), thumbnail=tuple(thumbnails),
-                    run=tuple(options), experiments=tuple(views))
+                    run=tuple(options), experiments=tuple(views), answer=answer)
 
 
 def load_scorecards(path: str | os.PathLike) -> list[CardSpec]:

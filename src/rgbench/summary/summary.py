@@ -191,6 +191,8 @@ class Card:
     sections: list[tuple[str, str]]  # (anchor, title) of its experiment sections
     disabled: list[str]  # its experiments this config does not run
     targets: dict[str, int]
+    answer: list[str] = field(default_factory=list)  # the measured answer the card leads with
+    answer_missing: str = ""  # the answer file the card names, when the run has not written it
 
 
 @dataclass
@@ -282,6 +284,17 @@ def _dag_text(timing: DagTime | None) -> dict[str, str] | None:
             "several": "yes" if timing.several_sittings else ""}
 
 
+def _answer(spec: CardSpec, results_dir: str) -> dict[str, Any]:
+    """A card's answer lines from the file its spec names (a pipeline output), or the
+    name of that file when it is missing."""
+    if not spec.answer:
+        return {}
+    path = Path(results_dir) / spec.answer
+    if not path.exists():
+        return {"answer_missing": spec.answer}
+    return {"answer": [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]}
+
+
 def build_summary_page(
     output: str | os.PathLike,
     *,
@@ -349,7 +362,7 @@ def build_summary_page(
             thumbnail_wanted=[f"{e}/{s}" for e, s in spec.thumbnail],
             sections=[(f"exp-{name}", sections[name].title) for name in spec.experiment_names if name in sections],
             disabled=[name for name in spec.experiment_names if name not in experiments],
-            targets=verdict_counts(my_targets)))
+            targets=verdict_counts(my_targets), **_answer(spec, results_dir)))
     target_groups = [TargetGroup(card_id=card.id, title=card.title,
                                  targets=[t for t in targets
                                           if card_of.get(_experiment_of(t, known), "other") == card.id])

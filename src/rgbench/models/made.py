@@ -1,0 +1,249 @@
+"""MADE: a masked autoencoder for distribution estimation (Germain et al. 2015) of 4-level
+images, the pipeline's autoregressive model with an exact likelihood.
+
+The image's D = 28 x 28 pixels are read in raster order. An MLP maps the image to D
+categorical distributions (a softmax over the L = 4 levels per pixel), and binary masks on
+its weights make the logits of pixel d depend on pixels 1..d-1 only, so
+
+    log p(x) = sum_d log p(x_d | x_<d)
+
+is exact, normalised, and costs one forward pass. Masks follow the paper's degree rule:
+input pixel d has degree d; every hidden unit k has a degree m(k) in 1..D-1 and sees the
+units of the layer below whose degree is <= m(k); the output of pixel d sees the units of
+the last hidden layer whose degree is < d. Degrees are spread evenly over 1..D-1 (not
+drawn at random, so a model's connectivity does not depend on its seed).
+
+With ``classes`` > 0 the model is class-conditional, p(x | y): a learnt embedding of the
+label is added to the pre-activation of every hidden layer and to the output logits (a
+label is known before any pixel, so it may reach every unit without breaking the
+autoregressive property).
+
+Sampling draws the pixels one at a time at temperature 1. It does not run D full forward
+passes: a hidden unit of degree m depends only on pixels 1..m, so it is computed once,
+at the step where pixel m has been drawn, and never again. A whole sample then costs
+about one forward pass of arithmetic, spread over D small steps.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.distributions import Categorical
+
+from rgbench.data.preprocess import LEVELS
+
+
+@dataclass
+class MADEConfig:
+    height: int = 28
+    width: int = 28
+    levels: int = LEVELS
+    hidden: tuple[int, ...] = field(default=(500,))  # units per hidden layer; () gives a masked logistic model
+    classes: int = 0  # 0: p(x); 10: the class-conditional p(x | y)
+
+    def __post_init__(self) -> None:
+        self.hidden = tuple(int(h) for h in self.hidden)
+        if self.height < 1 or self.width < 1 or self.height * self.width < 2:
+            raise ValueError(f"MADE needs at least 2 pixels, got {self.height}x{self.width}")
+        if self.levels < 2:
+            raise ValueError(f"levels must be >= 2, got {self.levels}")
+        if any(h < 1 for h in self.hidden):
+            raise ValueError(f"hidden layer sizes must be >= 1, got {self.hidden}")
+        if self.classes < 0:
+            raise ValueError(f"classes must be >= 0, got {self.classes}")
+
+    @property
+    def pixels(self) -> int:
+        return self.height * self.width
+
+
+class MaskedLinear(nn.Linear):
+    """nn.Linear whose weight is multiplied by a fixed 0/1 mask (a buffer, saved with the
+    model) on every use, so masked weights get zero gradient and never act."""
+
+    def __init__(self, in_features: int, out_features: int, mask: torch.Tensor) -> None:
+        super().__init__(in_features, out_features)
+        if mask.shape != (out_features, in_features):
+            raise ValueError(f"mask shape {tuple(mask.shape)} != ({out_features}, {in_features})")
+        self.register_buffer("mask", mask.to(self.weight.dtype))
+
+    def masked_weight(self) -> torch.Tensor:
+        return self.weight * self.mask
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, self.masked_weight(), self.bias)
+
+
+def hidden_degrees(units: int, pixels: int) -> torch.Tensor:
+    """Degrees 1..pixels-1 spread evenly over ``units`` hidden units (non-decreasing)."""
+    return 1 + torch.arange(units) * (pixels - 1) // units
+
+
+class MADE(nn.Module):
+    """p(x) (or p(x | y)) of (N, H, W) level images as a product of per-pixel softmaxes."""
+
+    def __init__(self, config: MADEConfig) -> None:
+        super().__init__()
+        self.config = config
+        d, levels = config.pixels, config.levels
+        # Inputs: indicators of levels 1..L-1 per pixel (level 0 is all zeros), pixel-major;
+        # a one-hot of all L levels would add a quarter more weights to the widest layer and
+        # nothing a bias cannot do.
+        in_degrees = torch.arange(1, d + 1).repeat_interleave(levels - 1)
+        out_degrees = torch.arange(1, d + 1).repeat_interleave(levels)
+        layers = []
+        below = in_degrees
+        for units in config.hidden:
+            degrees = hidden_degrees(units, d)
+            layers.append(MaskedLinear(len(below), units, degrees[:, None] >= below[None, :]))
+            below = degrees
+        self.hidden_layers = nn.ModuleList(layers)
+        self.output = MaskedLinear(len(below), d * levels, out_degrees[:, None] > below[None, :])
+        if config.classes:
+            # One embedding per layer: the label's contribution to each layer's pre-activation.
+            self.label_hidden = nn.ModuleList(nn.Embedding(config.classes, units) for units in config.hidden)
+            self.label_output = nn.Embedding(config.classes, d * levels)
+            for embedding in [*self.label_hidden, self.label_output]:
+                nn.init.zeros_(embedding.weight)  # start as the unconditional model
+        # Units of each hidden layer by degree, for the sampler (a list per layer, indexed by degree).
+        self._by_degree = [[torch.nonzero(layer_degrees == m).flatten() for m in range(d)]
+                           for layer_degrees in (hidden_degrees(u, d) for u in config.hidden)]
+
+    @property
+    def conditional(self) -> bool:
+        return self.config.classes > 0
+
+    def parameter_count(self) -> int:
+        """Trainable parameters, masked-out weights included (they exist but never act)."""
+        return int(sum(p.numel() for p in self.parameters()))
+
+    def active_parameter_count(self) -> int:
+        """Parameters that can act: unmasked weights, biases and label embeddings."""
+        masked = [self.output, *self.hidden_layers]
+        dropped = sum(int((layer.mask == 0).sum()) for layer in masked)
+        return self.parameter_count() - dropped
+
+    # ------------------------------------------------------------------ checks
+
+    def check_images(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, H, W) or (N, H*W) integer levels -> (N, D) int64, or a ValueError that says
+        what is wrong."""
+        return check_levels(x, self.config.height, self.config.width, self.config.levels)
+
+    def check_labels(self, labels: torch.Tensor | None, n: int) -> torch.Tensor | None:
+        return check_labels(labels, n, self.config.classes)
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, D) levels -> (N, D * (L - 1)) float indicators of levels 1..L-1."""
+        return F.one_hot(x, self.config.levels)[..., 1:].flatten(1).to(self.output.weight.dtype)
+
+    # ------------------------------------------------------------------ likelihood
+
+    def logits(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """(N, D, L) logits of every pixel's level given the pixels before it."""
+        x = self.check_images(x)
+        labels = self.check_labels(labels, len(x))
+        labels = labels.to(x.device) if labels is not None else None
+        h = self.encode(x)
+        for i, layer in enumerate(self.hidden_layers):
+            pre = layer(h)
+            if labels is not None:
+                pre = pre + self.label_hidden[i](labels)
+            h = torch.relu(pre)
+        out = self.output(h)
+        if labels is not None:
+            out = out + self.label_output(labels)
+        return out.view(len(x), self.config.pixels, self.config.levels)
+
+    def log_prob(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """Exact log p(x) (or log p(x | y)) in nats per image, shape (N,)."""
+        levels = self.check_images(x)
+        # validate_args=False: check_images has checked the levels once; the distribution's own
+        # support check costs ~5% of a training step
+        return Categorical(logits=self.logits(levels, labels), validate_args=False).log_prob(levels).sum(-1)
+
+    def nll(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """Exact negative log-likelihood in nats per image, shape (N,)."""
+        return -self.log_prob(x, labels)
+
+    # ------------------------------------------------------------------ sampling
+
+    @torch.no_grad()
+    def sample(self, n: int, labels: torch.Tensor | None = None,
+               generator: torch.Generator | None = None) -> torch.Tensor:
+        """n images (n, H, W) uint8, drawn pixel by pixel at temperature 1 (module docstring:
+        each hidden unit is computed once, when the last pixel it sees has been drawn)."""
+        cfg = self.config
+        d, levels = cfg.pixels, cfg.levels
+        device = self.output.weight.device
+        labels = self.check_labels(labels, n)
+        labels = labels.to(device) if labels is not None else None
+        dtype = self.output.weight.dtype
+        images = torch.zeros(n, d, dtype=torch.long, device=device)
+        inputs = torch.zeros(n, d * (levels - 1), dtype=dtype, device=device)
+        acts = [torch.zeros(n, units, dtype=dtype, device=device) for units in cfg.hidden]
+        weights = [layer.masked_weight() for layer in self.hidden_layers]
+        out_weight = self.output.masked_weight()
+        label_hidden = [emb(labels) for emb in self.label_hidden] if labels is not None else None
+        label_output = self.label_output(labels) if labels is not None else None
+        for pixel in range(d):
+            # Before drawing pixel `pixel` (0-based), the units of degree `pixel` become
+            # computable: they see the first `pixel` pixels, all drawn by now. Lower layers first.
+            for i, (layer, weight) in enumerate(zip(self.hidden_layers, weights)):
+                units = self._by_degree[i][pixel]
+                if not len(units):
+                    continue
+                below = inputs if i == 0 else acts[i - 1]
+                pre = below @ weight[units].T + layer.bias[units]
+                if label_hidden is not None:
+                    pre = pre + label_hidden[i][:, units]
+                acts[i][:, units] = torch.relu(pre)
+            rows = slice(pixel * levels, (pixel + 1) * levels)
+            last = acts[-1] if acts else inputs
+            logits = last @ out_weight[rows].T + self.output.bias[rows]
+            if label_output is not None:
+                logits = logits + label_output[:, rows]
+            level = torch.multinomial(torch.softmax(logits, -1), 1, generator=generator).squeeze(1)
+            images[:, pixel] = level
+            inputs[:, pixel * (levels - 1):(pixel + 1) * (levels - 1)] = F.one_hot(level, levels)[:, 1:].to(dtype)
+        return images.view(n, cfg.height, cfg.width).to(torch.uint8)
+
+
+# ----------------------------------------------------------------------------- input checks
+# Shared with rgbench.models.vae: both models read the same level images and labels.
+
+def check_levels(x: torch.Tensor, height: int, width: int, levels: int) -> torch.Tensor:
+    """(N, H, W) or (N, H*W) integer levels in 0..levels-1 -> (N, H*W) int64; a
+    ValueError / TypeError naming the problem otherwise (a float image is refused rather than
+    rounded: a caller passing grey values by mistake should hear of it)."""
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"expected a torch.Tensor of levels, got {type(x).__name__}")
+    if x.dtype.is_floating_point or x.dtype.is_complex or x.dtype == torch.bool:
+        raise TypeError(f"expected integer levels 0..{levels - 1}, got dtype {x.dtype}")
+    if x.dim() == 3 and tuple(x.shape[1:]) == (height, width):
+        x = x.reshape(len(x), height * width)
+    elif not (x.dim() == 2 and x.shape[1] == height * width):
+        raise ValueError(f"expected images of shape (N, {height}, {width}) or (N, {height * width}), "
+                         f"got {tuple(x.shape)}")
+    if x.numel() and (int(x.min()) < 0 or int(x.max()) >= levels):
+        raise ValueError(f"levels must lie in 0..{levels - 1}, got values in {int(x.min())}..{int(x.max())}")
+    return x.long()
+
+
+def check_labels(labels: torch.Tensor | None, n: int, classes: int) -> torch.Tensor | None:
+    """Labels (n,) int64 in 0..classes-1 for a conditional model, None for an unconditional one."""
+    if not classes:
+        if labels is not None:
+            raise ValueError("this model is unconditional; it takes no labels")
+        return None
+    if labels is None:
+        raise ValueError(f"this model is class-conditional ({classes} classes); it needs labels")
+    labels = torch.as_tensor(labels)
+    if labels.dtype.is_floating_point or labels.dim() != 1 or len(labels) != n:
+        raise ValueError(f"expected {n} integer labels, got shape {tuple(labels.shape)} dtype {labels.dtype}")
+    if n and (int(labels.min()) < 0 or int(labels.max()) >= classes):
+        raise ValueError(f"labels must lie in 0..{classes - 1}, got {int(labels.min())}..{int(labels.max())}")
+    return labels.long()
