@@ -1,0 +1,527 @@
+"""A label-conditional deep belief net of 4-level MNIST (Hinton, Osindero & Teh 2006).
+
+The model is a stack of RBMs trained greedily, bottom first, each by PCD:
+
+- layer 1: :class:`rgbench.models.rbm.CategoricalRBM` over the 784 categorical pixels (4
+  levels) with H1 binary hidden units, trained by :class:`rgbench.models.pcd.RBMPCDTrainer`
+  (SGD with momentum, lr decayed linearly to 0, weight decay; the potts_ebm recipe);
+- layers 2..: :class:`BernoulliRBM`, whose binary visible units are the layer below's
+  hidden units. Its training data are the lower layer's hidden *probabilities* given the
+  data (``features: probabilities``, Hinton & Salakhutdinov's practice) or binary samples
+  of them (``features: samples``);
+- the top RBM also has 10 one-hot label units on its visible side, joined to its hidden
+  units (the paper's "associative memory" with its label units). It is trained on the
+  joint (features, label); ``discriminative_weight`` > 0 adds that multiple of the gradient
+  of log p(y | features) (the hybrid objective of Larochelle & Bengio 2008), as rbm_cond does.
+
+After training, every layer below the top keeps only its top-down (generative) weights:
+the DBN is a top-level RBM over (penultimate layer, label) with directed sigmoid layers
+below it, ending in a categorical softmax per pixel.
+
+Generation (:meth:`DBN.sample`), as in section 2 and figure 8 of the paper:
+
+1. start the top RBM's visible units from noise: by default (``sample_start: pixels``, the
+   paper's figure 9) an up-pass, sampled layer by layer through the recognition weights,
+   from an image whose pixels are uniform over the 4 levels; or (``penultimate``) every
+   penultimate unit ~ Bernoulli(1/2). For unconditional samples the label starts uniform;
+2. alternating block Gibbs in the top RBM for ``gibbs_sweeps`` sweeps: all top hidden units
+   given (penultimate, label), then all penultimate units given the top hidden units and,
+   unless the label is clamped, the label given them;
+3. one top-down pass through the directed layers: each layer's binary states sampled from
+   sigmoid(W h + b) given the layer above (``down_pass: samples``, an ancestral sample of
+   the DBN's generative model; ``down_pass: probabilities`` passes the means down instead,
+   as the paper's figures show pixel probabilities), and the pixels drawn from their
+   categorical conditionals at temperature 1.
+
+Departures from the paper: no up-down (contrastive wake-sleep) fine-tuning, so the
+recognition and generative weights stay tied; PCD rather than CD-k; categorical pixels
+(4 levels) rather than binary ones; sizes and epochs chosen for a small CPU budget
+(docs/decisions/dbn.md).
+
+Block structure: every Gibbs update above is a block update of a bipartite graph (all
+hidden units given the visible ones, then all visible units, with the label's one-hot group
+as one more visible block, given the hidden ones), and the top-down pass is one block per
+layer in a fixed order. The sampler is therefore a THRML-style two-colour block program for
+the top RBM followed by a sequence of conditional blocks, the same structure as the
+categorical RBMs' THRML programs.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from rgbench.data.preprocess import CLASSES, LEVELS, LevelData
+from rgbench.io import atomic_path
+from rgbench.models.pcd import MomentumSchedule, RBMPCDTrainer, RBMTrainConfig, rbm_optimizer
+from rgbench.models.potts import IndependentModel
+from rgbench.models.rbm import CategoricalRBM, RBMConfig, sample_above_reference
+
+SIDE = 28
+FEATURES = ("probabilities", "samples")
+DOWN_PASSES = ("samples", "probabilities")
+# Where the top-level chains start: an up-pass from a uniform-noise image (the paper's
+# figure 9), or uniform noise at the penultimate layer itself.
+STARTS = ("pixels", "penultimate")
+# Bumped when what a saved DBN holds changes.
+SAVE_FORMAT = 1
+# Rows per batch when a layer's features of the whole training split are computed: bounds
+# the temporary (rows, hidden) activations without slowing the pass.
+FEATURE_BATCH = 5000
+# Updates between the upper layers' logged free-energy gaps.
+GAP_EVERY = 20
+
+
+@dataclass
+class DBNConfig:
+    """Greedy PCD training of a DBN and its default sampling length.
+
+    ``hidden``: hidden units of each RBM, bottom first; the last RBM is the top one (with
+    the labels). ``epochs``: one entry per RBM."""
+
+    # the default budget's setting, chosen on validation (docs/decisions/dbn.md): ~100-130
+    # CPU-seconds on one thread for the 55,000 training images
+    hidden: list[int] = field(default_factory=lambda: [500, 1000])
+    epochs: list[int] = field(default_factory=lambda: [8, 6])
+    batch_size: int = 100
+    lr: float = 0.02  # layer 1's initial learning rate (decayed linearly to 0)
+    upper_lr: float = 0.05  # the Bernoulli layers' initial learning rate (decayed linearly to 0)
+    label_lr_factor: float = 10.0  # top RBM: lr multiplier of the label weights and biases
+    discriminative_weight: float = 3.0  # top RBM: weight of log p(y | features) (hybrid objective)
+    momentum_start: float = 0.5
+    momentum_final: float = 0.9
+    momentum_switch_epochs: int = 1
+    weight_decay: float = 1e-4  # L2 on the weights of every layer
+    chains: int = 100  # persistent chains per layer, started at random training rows
+    sweeps: int = 1  # PCD-k: Gibbs sweeps per update
+    init_std: float = 0.01
+    features: str = "probabilities"  # what an upper layer is trained on (FEATURES)
+    down_pass: str = "samples"  # how the generative pass carries states down (DOWN_PASSES)
+    sample_sweeps: int = 100  # the budgeted top-level Gibbs sweeps of a sample
+    sample_start: str = "pixels"  # where the top-level chains start (STARTS)
+    smoothing: float = 1.0  # add-alpha counts of the independent model that starts layer 1's biases
+
+    def __post_init__(self) -> None:
+        self.hidden = [int(h) for h in self.hidden]
+        self.epochs = [int(e) for e in self.epochs]
+        if len(self.hidden) < 2:
+            raise ValueError(f"a DBN needs at least 2 RBMs (1 is rbm_cond), got hidden={self.hidden}")
+        if min(self.hidden) < 1:
+            raise ValueError(f"every layer needs >= 1 hidden unit, got hidden={self.hidden}")
+        if len(self.epochs) != len(self.hidden) or min(self.epochs) < 1:
+            raise ValueError(f"epochs needs one value >= 1 per RBM ({len(self.hidden)}), got {self.epochs}")
+        for name in ("batch_size", "chains", "sweeps", "sample_sweeps"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not (self.lr > 0 and self.upper_lr > 0 and self.label_lr_factor > 0):
+            raise ValueError("lr, upper_lr and label_lr_factor must be > 0")
+        if self.weight_decay < 0 or self.discriminative_weight < 0 or self.smoothing <= 0:
+            raise ValueError("weight_decay and discriminative_weight must be >= 0, smoothing > 0")
+        if self.features not in FEATURES:
+            raise ValueError(f"features must be one of {FEATURES}, got {self.features!r}")
+        if self.down_pass not in DOWN_PASSES:
+            raise ValueError(f"down_pass must be one of {DOWN_PASSES}, got {self.down_pass!r}")
+        if self.sample_start not in STARTS:
+            raise ValueError(f"sample_start must be one of {STARTS}, got {self.sample_start!r}")
+
+
+# ----------------------------------------------------------------------------- Bernoulli RBM
+
+class BernoulliRBM(nn.Module):
+    """Binary-visible, binary-hidden RBM, optionally with a one-hot label group on its
+    visible side joined to the hidden units:
+
+        -E(v, h, y) = b.v + c.h + v^T W h + d_y + sum_j U_yj h_j
+    """
+
+    def __init__(self, visible: int, hidden: int, classes: int = 0, init_std: float = 0.01) -> None:
+        super().__init__()
+        if visible < 1 or hidden < 1 or classes < 0:
+            raise ValueError(f"invalid Bernoulli RBM sizes: visible={visible}, hidden={hidden}, classes={classes}")
+        self.visible, self.hidden, self.classes = visible, hidden, classes
+        self.weight = nn.Parameter(torch.randn(visible, hidden) * init_std)
+        self.visible_bias = nn.Parameter(torch.zeros(visible))
+        self.hidden_bias = nn.Parameter(torch.zeros(hidden))
+        k = max(classes, 1)  # an unconditional RBM keeps a zero placeholder (one state_dict layout)
+        self.label_weight = nn.Parameter(torch.randn(k, hidden) * init_std * (classes > 0))
+        self.label_bias = nn.Parameter(torch.zeros(k))
+
+    @property
+    def conditional(self) -> bool:
+        return self.classes > 0
+
+    def check_labels(self, labels: torch.Tensor | None, n: int) -> None:
+        if labels is None:
+            return
+        if labels.shape != (n,):
+            raise ValueError(f"expected {n} labels, got shape {tuple(labels.shape)}")
+        if len(labels) and (int(labels.min()) < 0 or int(labels.max()) >= self.classes):
+            raise ValueError(f"labels must lie in [0, {self.classes}), got {int(labels.min())}..{int(labels.max())}")
+
+    def hidden_activation(self, v: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        act = torch.addmm(self.hidden_bias, v, self.weight)
+        if labels is not None and self.conditional:
+            act = act + self.label_weight[labels.long()]
+        return act
+
+    def hidden_probs(self, v: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        return torch.sigmoid(self.hidden_activation(v, labels))
+
+    def visible_probs(self, h: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(torch.addmm(self.visible_bias, h, self.weight.t()))
+
+    def label_logits(self, h: torch.Tensor) -> torch.Tensor:
+        return self.label_bias + h @ self.label_weight.t()
+
+    def free_energy(self, v: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """F(v) (or F(v, y)) = -log sum_h exp(-E), (N,)."""
+        fe = -(v @ self.visible_bias) - softplus(self.hidden_activation(v, labels)).sum(1)
+        if labels is not None and self.conditional:
+            fe = fe - self.label_bias[labels.long()]
+        return fe
+
+    def label_log_posterior(self, v: torch.Tensor) -> torch.Tensor:
+        """log p(y | v) for every label, (N, K): exact, the hidden units summed out."""
+        act = self.hidden_activation(v)
+        scores = self.label_bias + softplus(act[:, None, :] + self.label_weight[None]).sum(-1)
+        return torch.log_softmax(scores, dim=1)
+
+    @torch.no_grad()
+    def discriminative_direction(self, v: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The gradient of mean_n log p(y_n | v_n), in closed form: autograd through the
+        (N, K, H) candidate activations cost twice the whole PCD update."""
+        labels = labels.long()
+        base = self.hidden_activation(v)  # (N, H), no label
+        candidate = base[:, None, :] + self.label_weight[None]  # (N, K, H)
+        posterior = torch.softmax(self.label_bias + softplus(candidate).sum(-1), dim=1)
+        delta = (F.one_hot(labels, self.classes).to(v.dtype) - posterior) / len(v)  # (N, K)
+        per_hidden = delta[:, :, None] * torch.sigmoid(candidate)  # (N, K, H)
+        hidden = per_hidden.sum(1)  # (N, H)
+        return {"weight": v.t() @ hidden, "visible_bias": torch.zeros_like(self.visible_bias),
+                "hidden_bias": hidden.sum(0), "label_weight": per_hidden.sum(0), "label_bias": delta.sum(0)}
+
+    @torch.no_grad()
+    def gibbs(self, v: torch.Tensor, labels: torch.Tensor | None, sweeps: int, generator: torch.Generator | None,
+              clamp_labels: bool = True) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """``sweeps`` block-Gibbs sweeps: h | v, y; then v | h and, unless clamped, y | h.
+        Returns the visible states, the labels and the last hidden state (None if 0 sweeps)."""
+        h = None
+        for _ in range(sweeps):
+            h = bernoulli(self.hidden_probs(v, labels), generator)
+            v = bernoulli(self.visible_probs(h), generator)
+            if self.conditional and not clamp_labels:
+                labels = torch.multinomial(torch.softmax(self.label_logits(h), 1), 1, generator=generator)[:, 0]
+        return v, labels, h
+
+    @torch.no_grad()
+    def pcd_statistics(self, v: torch.Tensor, labels: torch.Tensor | None, chains: torch.Tensor,
+                       chain_labels: torch.Tensor | None) -> dict[str, torch.Tensor]:
+        """Data minus chain statistics (the ascent direction of the mean log-likelihood),
+        with p(h | v) rather than sampled h on both sides."""
+        ph_data = self.hidden_probs(v, labels)
+        ph_model = self.hidden_probs(chains, chain_labels)
+        n, m = len(v), len(chains)
+        grads = {"weight": v.t() @ ph_data / n - chains.t() @ ph_model / m,
+                 "visible_bias": v.mean(0) - chains.mean(0),
+                 "hidden_bias": ph_data.mean(0) - ph_model.mean(0),
+                 "label_weight": torch.zeros_like(self.label_weight),
+                 "label_bias": torch.zeros_like(self.label_bias)}
+        if self.conditional:
+            grads["label_weight"].index_add_(0, labels.long(), ph_data / n).index_add_(0, chain_labels.long(),
+                                                                                         ph_model / -m)
+            grads["label_bias"].index_add_(0, labels.long(), torch.full((n,), 1.0 / n)).index_add_(
+                0, chain_labels.long(), torch.full((m,), -1.0 / m))
+        return grads
+
+
+def softplus(x: torch.Tensor) -> torch.Tensor:
+    """log(1 + e^x) as max(x, 0) - log sigmoid(|x|): the same values to float32 rounding
+    (sigmoid(|x|) lies in [1/2, 1), so nothing underflows), about 7x faster than
+    F.softplus on one CPU thread, where the top RBM's (N, 10, H) label terms made the
+    discriminative update cost more than the PCD statistics."""
+    return x.clamp(min=0) - torch.sigmoid(x.abs()).log()
+
+
+def bernoulli(p: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    """Binary draws of probabilities ``p`` (one uniform per unit, from ``generator``)."""
+    return (torch.rand(p.shape, generator=generator, device=p.device) < p).to(p.dtype)
+
+
+# ----------------------------------------------------------------------------- the DBN
+
+class DBN(nn.Module):
+    """The trained stack: ``bottom`` (categorical pixels) and ``upper`` Bernoulli RBMs, the
+    last of which is the top RBM with the labels."""
+
+    def __init__(self, config: DBNConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.bottom = CategoricalRBM(RBMConfig(height=SIDE, width=SIDE, levels=LEVELS, hidden=config.hidden[0],
+                                               classes=0, init_std=config.init_std))
+        sizes = config.hidden
+        self.upper = nn.ModuleList(
+            BernoulliRBM(sizes[i - 1], sizes[i], CLASSES if i == len(sizes) - 1 else 0, config.init_std)
+            for i in range(1, len(sizes)))
+        self.record: dict[str, Any] = {}  # training record: seconds, per-layer history
+
+    @property
+    def top(self) -> BernoulliRBM:
+        return self.upper[-1]
+
+    def parameter_count(self) -> int:
+        count = self.bottom.parameter_count()  # without its unused label placeholder
+        for layer in self.upper:
+            count += layer.weight.numel() + layer.visible_bias.numel() + layer.hidden_bias.numel()
+            if layer.conditional:
+                count += layer.label_weight.numel() + layer.label_bias.numel()
+        return int(count)
+
+    # ------------------------------------------------------------------ recognition (up) pass
+
+    @torch.no_grad()
+    def features(self, x: torch.Tensor, depth: int, generator: torch.Generator | None = None,
+                 mode: str = "probabilities") -> torch.Tensor:
+        """The hidden probabilities (or binary samples) of RBM ``depth`` (0 = bottom) given
+        (N, 28, 28) levels, pushed up through the tied recognition weights."""
+        state = torch.sigmoid(self.bottom.hidden_activation(x))
+        for layer in self.upper[:depth]:
+            if mode == "samples":
+                state = bernoulli(state, generator)
+            state = layer.hidden_probs(state)
+        return bernoulli(state, generator) if mode == "samples" else state
+
+    @torch.no_grad()
+    def classify(self, x: torch.Tensor) -> torch.Tensor:
+        """argmax_y p(y | penultimate features) of the top RBM, (N,): a diagnostic of how
+        strongly the labels are tied to the features."""
+        pen = self.features(x, len(self.upper) - 1)
+        return self.top.label_log_posterior(pen).argmax(1)
+
+    # ------------------------------------------------------------------ generation
+
+    @torch.no_grad()
+    def sample(self, n: int, labels: np.ndarray | torch.Tensor | Sequence[int] | None = None,
+               gibbs_sweeps: int | None = None, generator: torch.Generator | None = None,
+               down_pass: str | None = None, snapshots: Sequence[int] = (), start: str | None = None,
+               ) -> np.ndarray | dict[int, np.ndarray]:
+        """``n`` images, (n, 28, 28) uint8 levels in 0..3.
+
+        ``labels``: n digits to clamp, or None for unconditional samples (label units free).
+        ``gibbs_sweeps``: top-level sweeps (default: the config's ``sample_sweeps``).
+        ``snapshots``: sweep counts (each <= gibbs_sweeps) at which the chains are also
+        passed down; then a dict sweep -> images is returned, holding gibbs_sweeps too.
+        ``down_pass`` and ``start`` default to the config's ``down_pass`` and ``sample_start``."""
+        sweeps = self.config.sample_sweeps if gibbs_sweeps is None else int(gibbs_sweeps)
+        mode = self.config.down_pass if down_pass is None else down_pass
+        start = self.config.sample_start if start is None else start
+        if start not in STARTS:
+            raise ValueError(f"start must be one of {STARTS}, got {start!r}")
+        if n < 1:
+            raise ValueError(f"n must be >= 1, got {n}")
+        if sweeps < 1:
+            raise ValueError(f"gibbs_sweeps must be >= 1, got {sweeps}")
+        if mode not in DOWN_PASSES:
+            raise ValueError(f"down_pass must be one of {DOWN_PASSES}, got {mode!r}")
+        wanted = sorted({int(s) for s in snapshots} | {sweeps})
+        if wanted[0] < 1 or wanted[-1] > sweeps:
+            raise ValueError(f"snapshots must lie in [1, {sweeps}], got {list(snapshots)}")
+        top = self.top
+        clamped = labels is not None
+        if clamped:
+            y = torch.as_tensor(np.asarray(labels), dtype=torch.long)
+            top.check_labels(y, n)
+        if start == "pixels":  # each pixel uniform over the levels, then one sampled up-pass
+            noise = torch.randint(0, LEVELS, (n, SIDE, SIDE), generator=generator, dtype=torch.uint8)
+            pen = self.features(noise, len(self.upper) - 1, generator, mode="samples")
+        else:
+            pen = bernoulli(torch.full((n, top.visible), 0.5), generator)
+        if not clamped:  # the free label starts uniform too
+            y = torch.randint(0, CLASSES, (n,), generator=generator)
+        out: dict[int, np.ndarray] = {}
+        done = 0
+        for stop in wanted:
+            pen, y, h = top.gibbs(pen, y, stop - done, generator, clamp_labels=clamped)
+            done = stop
+            # the penultimate state passed down: the last visible sample, or its mean given h
+            start = top.visible_probs(h) if mode == "probabilities" else pen
+            out[stop] = self.down(start, generator, mode)
+        return out if snapshots else out[sweeps]
+
+    @torch.no_grad()
+    def down(self, state: torch.Tensor, generator: torch.Generator | None, mode: str) -> np.ndarray:
+        """One top-down pass from the penultimate layer's states to pixel levels."""
+        for layer in reversed(self.upper[:-1]):
+            state = layer.visible_probs(state)
+            if mode == "samples":
+                state = bernoulli(state, generator)
+        levels = sample_above_reference(self.bottom.partial_logits(state), generator)
+        return levels.view(len(state), SIDE, SIDE).numpy()
+
+    # ------------------------------------------------------------------ files
+
+    def save(self, path: str | os.PathLike) -> None:
+        """torch.save of a plain dict (config, weights, training record), written atomically."""
+        payload = {"format": SAVE_FORMAT, "kind": "dbn", "config": asdict(self.config),
+                   "state_dict": self.state_dict(), "record": self.record}
+        with atomic_path(path) as tmp:
+            torch.save(payload, tmp)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "DBN":
+        payload = torch.load(path, map_location="cpu", weights_only=False)
+        if payload.get("kind") != "dbn" or payload.get("format") != SAVE_FORMAT:
+            raise ValueError(f"{path}: not a DBN file of format {SAVE_FORMAT}")
+        model = cls(DBNConfig(**payload["config"]))
+        model.load_state_dict(payload["state_dict"])
+        model.record = payload["record"]
+        model.eval()
+        return model
+
+
+# ----------------------------------------------------------------------------- training
+
+def bottom_train_config(cfg: DBNConfig) -> RBMTrainConfig:
+    """The layer-1 RBM's PCD settings in potts_ebm's form (plain PCD, no label layer)."""
+    return RBMTrainConfig(hidden=cfg.hidden[0], epochs=cfg.epochs[0], batch_size=cfg.batch_size, lr=cfg.lr,
+                          label_lr_factor=1.0, discriminative_weight=0.0, momentum_start=cfg.momentum_start,
+                          momentum_final=cfg.momentum_final, momentum_switch_epochs=cfg.momentum_switch_epochs,
+                          weight_decay=cfg.weight_decay, chains=cfg.chains, sweeps=cfg.sweeps,
+                          fast_lr={"rbm": 0.0, "rbm_cond": 0.0}, fast_decay=0.0, init_std=cfg.init_std,
+                          val_images=1)
+
+
+def check_data(data: LevelData) -> None:
+    x, y = np.asarray(data.train_x), np.asarray(data.train_y)
+    if x.ndim != 3 or x.shape[1:] != (SIDE, SIDE):
+        raise ValueError(f"expected (N, {SIDE}, {SIDE}) training levels, got shape {x.shape}")
+    if x.size and (x.min() < 0 or x.max() >= LEVELS):
+        raise ValueError(f"training levels must lie in [0, {LEVELS})")
+    if y.shape != (len(x),) or (len(y) and (y.min() < 0 or y.max() >= CLASSES)):
+        raise ValueError(f"expected {len(x)} training labels in [0, {CLASSES})")
+
+
+def _train_bottom(model: DBN, cfg: DBNConfig, data: LevelData, generator: torch.Generator,
+                  order: Callable[[int], torch.Tensor], log: Callable[[str], None]) -> list[dict[str, Any]]:
+    """Layer 1 by potts_ebm's RBM PCD trainer (its statistics and optimiser), in a plain loop."""
+    rbm_cfg = bottom_train_config(cfg)
+    independent = IndependentModel.fit(data.train_x, alpha=cfg.smoothing)
+    model.bottom.set_visible_bias_from(independent.log_probs[0])
+    train_x = torch.from_numpy(np.ascontiguousarray(data.train_x))
+    train_y = torch.from_numpy(np.asarray(data.train_y, dtype=np.int64))
+    start = torch.randperm(len(train_x), generator=generator)[: cfg.chains]
+    trainer = RBMPCDTrainer(model.bottom, train_x[start], train_y[start], cfg.sweeps, generator)
+    optimizer = rbm_optimizer(model.bottom, rbm_cfg)
+    steps = len(train_x) // cfg.batch_size
+    schedule = MomentumSchedule(optimizer, steps * cfg.epochs[0], steps * cfg.momentum_switch_epochs,
+                                cfg.momentum_start, cfg.momentum_final)
+    history = []
+    for epoch in range(cfg.epochs[0]):
+        began = time.process_time()
+        perm = order(len(train_x))
+        for i in range(steps):
+            idx = perm[i * cfg.batch_size:(i + 1) * cfg.batch_size]
+            optimizer.zero_grad(set_to_none=True)
+            trainer.loss((train_x[idx], train_y[idx])).backward()
+            optimizer.step()
+            schedule.step()
+        gap = float(np.mean(trainer.gaps[-steps:]))
+        history.append({"layer": 0, "epoch": epoch, "cpu_seconds": time.process_time() - began, "gap": gap})
+        log(f"layer 0 epoch {epoch}: free-energy gap {gap:.2f}, {history[-1]['cpu_seconds']:.1f} CPU-s")
+    return history
+
+
+def _train_upper(layer: BernoulliRBM, depth: int, cfg: DBNConfig, inputs: torch.Tensor, labels: torch.Tensor,
+                 generator: torch.Generator, order: Callable[[int], torch.Tensor],
+                 log: Callable[[str], None]) -> list[dict[str, Any]]:
+    """PCD of one Bernoulli layer on its input features (and, for the top, the labels).
+    The update direction is data minus chain statistics (plus, for the top, the weighted
+    discriminative direction), set as minus the gradient so that torch.optim.SGD
+    (momentum, weight decay on the weights) applies it."""
+    epochs = cfg.epochs[depth]
+    lr, label_lr = cfg.upper_lr, cfg.upper_lr * (cfg.label_lr_factor if layer.conditional else 1.0)
+    optimizer = torch.optim.SGD([
+        {"params": [layer.weight], "weight_decay": cfg.weight_decay, "lr": lr},
+        {"params": [layer.visible_bias, layer.hidden_bias], "weight_decay": 0.0, "lr": lr},
+        {"params": [layer.label_weight], "weight_decay": cfg.weight_decay, "lr": label_lr},
+        {"params": [layer.label_bias], "weight_decay": 0.0, "lr": label_lr}], lr=lr, momentum=cfg.momentum_start)
+    steps = len(inputs) // cfg.batch_size
+    schedule = MomentumSchedule(optimizer, steps * epochs, steps * cfg.momentum_switch_epochs, cfg.momentum_start,
+                                cfg.momentum_final)
+    start = torch.randperm(len(inputs), generator=generator)[: cfg.chains]
+    chains = bernoulli(inputs[start], generator)
+    chain_labels = labels[start].clone() if layer.conditional else None
+    history = []
+    for epoch in range(epochs):
+        began = time.process_time()
+        perm = order(len(inputs))
+        gaps = []
+        for i in range(steps):
+            idx = perm[i * cfg.batch_size:(i + 1) * cfg.batch_size]
+            v = inputs[idx]
+            if cfg.features == "samples":
+                v = bernoulli(v, generator)
+            y = labels[idx] if layer.conditional else None
+            # the conditional top RBM models (features, label) jointly: its chains sample labels too
+            chains, chain_labels, _ = layer.gibbs(chains, chain_labels, cfg.sweeps, generator, clamp_labels=False)
+            grads = layer.pcd_statistics(v, y, chains, chain_labels)
+            if layer.conditional and cfg.discriminative_weight > 0:
+                for name, g in layer.discriminative_direction(v, y).items():
+                    grads[name].add_(g, alpha=cfg.discriminative_weight)
+            for name, p in layer.named_parameters():
+                p.grad = -grads[name]  # SGD descends: minus the ascent direction
+            optimizer.step()
+            schedule.step()
+            if i % GAP_EVERY == 0:  # a progress signal only: two extra products, so not every update
+                with torch.no_grad():
+                    gaps.append(float(layer.free_energy(v, y).mean()
+                                      - layer.free_energy(chains, chain_labels).mean()))
+        history.append({"layer": depth, "epoch": epoch, "cpu_seconds": time.process_time() - began,
+                        "gap": float(np.mean(gaps))})
+        log(f"layer {depth} epoch {epoch}: free-energy gap {history[-1]['gap']:.2f}, "
+            f"{history[-1]['cpu_seconds']:.1f} CPU-s")
+    return history
+
+
+def train_dbn(cfg: DBNConfig, data: LevelData, seed: int, log: Callable[[str], None] | None = None) -> DBN:
+    """Greedy layer-wise PCD training of a DBN on ``data.train_x`` / ``train_y`` (the
+    validation split is only used for the label-accuracy diagnostic in the record).
+    Deterministic for a fixed seed and thread count."""
+    check_data(data)
+    log = log or (lambda message: None)
+    generator = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)  # the initial weights
+    model = DBN(cfg)
+
+    def order(n: int) -> torch.Tensor:  # this epoch's shuffle, from the run's generator
+        return torch.randperm(n, generator=generator)
+
+    began = time.process_time()
+    history = _train_bottom(model, cfg, data, generator, order, log)
+    train_x = torch.from_numpy(np.ascontiguousarray(data.train_x))
+    labels = torch.from_numpy(np.asarray(data.train_y, dtype=np.int64))
+    inputs = _batched(lambda rows: torch.sigmoid(model.bottom.hidden_activation(rows)), train_x)
+    for depth, layer in enumerate(model.upper, start=1):
+        history += _train_upper(layer, depth, cfg, inputs, labels, generator, order, log)
+        if layer is not model.top:
+            inputs = _batched(layer.hidden_probs, inputs)
+    model.eval()
+    record: dict[str, Any] = {"seed": seed, "train_cpu_seconds": time.process_time() - began,
+                              "n_train": len(data.train_x), "history": history}
+    if len(data.val_x):
+        val_x = torch.from_numpy(np.ascontiguousarray(data.val_x))
+        predicted = torch.cat([model.classify(val_x[i:i + FEATURE_BATCH]) for i in range(0, len(val_x), FEATURE_BATCH)])
+        record["val_label_accuracy"] = float((predicted.numpy() == np.asarray(data.val_y)).mean())
+    model.record = record
+    return model
+
+
+@torch.no_grad()
+def _batched(function: Callable[[torch.Tensor], torch.Tensor], rows: torch.Tensor) -> torch.Tensor:
+    return torch.cat([function(rows[i:i + FEATURE_BATCH]) for i in range(0, len(rows), FEATURE_BATCH)])
