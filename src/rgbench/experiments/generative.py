@@ -42,6 +42,7 @@ from rgbench.config import build
 from rgbench.data.preprocess import CLASSES, LevelData, load_levels
 from rgbench.evaluation.energy import RaplMeter
 from rgbench.evaluation.memorisation import memorisation
+from rgbench.evaluation.stats import mean_se
 from rgbench.evaluation.samples import SampleRun, ceiling_scores, relative_to_ceiling, save_sample_run, score_samples
 from rgbench.io import atomic_path, file_sha256
 from rgbench.models.made import MADE, MADEConfig
@@ -232,12 +233,6 @@ def nll_kind(model: MADE | VAE) -> str:
     return "exact" if isinstance(model, MADE) else "bound"
 
 
-def mean_and_se(values: np.ndarray) -> tuple[float, float]:
-    values = np.asarray(values, dtype=np.float64)
-    se = float(values.std(ddof=1) / math.sqrt(len(values))) if len(values) > 1 else float("nan")
-    return float(values.mean()), se
-
-
 # ----------------------------------------------------------------------------- sampling
 
 def sample_labels(model: str, n: int) -> np.ndarray:
@@ -419,7 +414,7 @@ def evaluate_job(config: Mapping[str, Any], evaluation: Mapping[str, Any], mnist
             limit = ecfg.iwae_images if isinstance(model, VAE) and ecfg.iwae_images else len(x)
             n = capped(probe, min(limit, len(x)), ecfg.nll_batch)
             values = image_nll(model, x[:n], y[:n], ecfg.nll_batch, ecfg.iwae_samples, generator)
-            metrics[f"{split}_nll_nats"], metrics[f"{split}_nll_se"] = mean_and_se(values)
+            metrics[f"{split}_nll_nats"], metrics[f"{split}_nll_se"] = mean_se(values)
             metrics[f"{split}_nll_images"] = n
     if isinstance(model, VAE):  # the ELBO beside the bound: how much the K draws tighten it
         with measured(probe, "elbo"):

@@ -243,6 +243,14 @@ def sample_block(kind: str, model: nn.Module | None, independent: IndependentMod
                      start, None if meter.joules is None else meter.joules / n)
 
 
+def memorisation_scores(images: np.ndarray, data: LevelData, limit: int, probe: Probe | None) -> dict[str, float]:
+    """The memorisation check of a sampler's final samples (the first ``limit`` of them,
+    and as many test images), cut to the probe's batches under a probe."""
+    with measured(probe, "memorisation"):
+        n = capped(probe, min(limit, len(images), len(data.test_x)), PLL_BATCH)
+        return memorisation(images[:n], data.test_x[:n], data.train_x)
+
+
 def energy_iat(kind: str, model: nn.Module, start: np.ndarray, labels: np.ndarray, sweeps: int,
                generator: torch.Generator) -> float:
     """Integrated autocorrelation time (sweeps) of the energy of chains continued from
@@ -403,9 +411,7 @@ def evaluate_job(config: Mapping[str, Any], analysis: Mapping[str, Any], mnist4:
     relative_to_ceiling(metrics)
     extra.update(score_extra)
     save_sample_run(samples_path, run, checkpoints, score_extra["digit_fraction_by_sweep"], SHOWN_CHAINS)
-    with measured(probe, "memorisation"):
-        n_mem = capped(probe, min(acfg.memorisation_images, len(run.images), len(data.test_x)), PLL_BATCH)
-        metrics.update(memorisation(run.images[:n_mem], data.test_x[:n_mem], data.train_x))
+    metrics.update(memorisation_scores(run.images, data, acfg.memorisation_images, probe))
     if payload is not None:
         metrics["train_seconds"] = payload["train_seconds"]
         metrics["train_cpu_seconds"] = payload.get("train_cpu_seconds")  # None: a model file from before it was kept

@@ -21,12 +21,11 @@ import torch
 
 from rgbench.config import build
 from rgbench.data.preprocess import load_levels
-from rgbench.evaluation.memorisation import memorisation
 from rgbench.evaluation.samples import SampleRun, ceiling_scores, relative_to_ceiling, save_sample_run
 from rgbench.experiments.potts_ebm import (EXPERIMENT, SIDE, PottsRunConfig, ThrmlConfig, chain_labels, chain_start,
-                                           checkpoints_for, fit_independent, run_provenance, score_chains,
-                                           table_params)
-from rgbench.models.pcd import PLL_BATCH, RBM_MODELS, SHOWN_CHAINS, load_trained
+                                           checkpoints_for, fit_independent, memorisation_scores, run_provenance,
+                                           score_chains, table_params)
+from rgbench.models.pcd import RBM_MODELS, SHOWN_CHAINS, load_trained
 from rgbench.probe import capped, measured, probe_record_path, split_probe
 from rgbench.results import finite_or_none, write_metrics
 from rgbench.runtime import get_logger, pick_device, seed_everything
@@ -83,9 +82,7 @@ def thrml_job(config: Mapping[str, Any], thrml: Mapping[str, Any], mnist4: str, 
         n_ceiling = capped(probe, min(cfg.ceiling_images, len(data.test_x)), clf.batch_size)
         metrics.update(ceiling_scores(clf, data.test_x, data.test_y, n_ceiling, reference_stats))
     relative_to_ceiling(metrics)
-    with measured(probe, "memorisation"):
-        n_mem = capped(probe, min(cfg.memorisation_images, len(run.images), len(data.test_x)), PLL_BATCH)
-        metrics.update(memorisation(run.images[:n_mem], data.test_x[:n_mem], data.train_x))
+    metrics.update(memorisation_scores(run.images, data, cfg.memorisation_images, probe))
     metrics["first_call_seconds"] = result.compile_seconds
     metrics["train_cpu_seconds"] = payload.get("train_cpu_seconds")
     metrics = {k: (finite_or_none(v) if isinstance(v, float) else v) for k, v in metrics.items()}
