@@ -78,3 +78,11 @@ def level_files(tmp_path: Path) -> tuple[Path, Path, Path]:
                               tmp_path / "reference.pt")
     np.savez(tmp_path / "stats.npz", mu=np.zeros(16), sigma=np.eye(16))
     return tmp_path / "mnist4.npz", tmp_path / "reference.pt", tmp_path / "stats.npz"
+
+
+def dbn_config(**overrides):
+    """A DBNConfig of config.yaml's ``potts_ebm.dbn`` block (and its smoothing) with ``overrides``."""
+    from rgbench.models.dbn import DBNConfig
+
+    section = default_config()["potts_ebm"]
+    return DBNConfig(**{**section["dbn"], "smoothing": section["smoothing"], **overrides})

@@ -97,8 +97,25 @@ def test_the_sentences_say_who_is_cheaper_by_how_much_and_the_best_of_each_famil
     assert "the best EBM, rbm (thrml), reaches 0.80" in sentences[0] and "Only the EBMs reach 0.7." in sentences[0]
     # a generator on fewer seeds than asked stays out of the answer
     assert answer_table(table, levels=[0.2], min_seeds=2)["cheaper"].tolist() == ["neither", "neither"]
-    assert sentences[-1].startswith("Lowest test NLL per family: made 161.6 nats (exact), rbm 176.0 nats (ais; its "
+    assert sentences[-2].startswith("Lowest test NLL per family: made 161.6 nats (exact), rbm 176.0 nats (ais; its "
                                     "RAISE bound 192.7 on fewer images)")
+    assert sentences[-1] == "Per seed (0), rbm at 300 sweeps: recognisable / ceiling 0.76; smallest class share 0.04."
+
+
+def test_per_seed_lines_show_every_seed_and_the_long_runs_values() -> None:
+    """A model scored at the budget and after more sweeps (the DBNs) shows both, per seed;
+    a THRML row stays out (the lines are our sampler's)."""
+    dbn = [{"model": "dbn_cond", "sampler": "block", "seed": seed, "n_samples": 1000, "sample_sweeps": 100,
+            "conditional_recognition": value, "long_conditional_recognition": value + 0.05, "long_sample_sweeps": 1000,
+            "recognisable_fraction_vs_ceiling": 0.7, "cpu_seconds_per_1000_samples": 2.6}
+           for seed, value in ((1, 0.83), (0, 0.84))]
+    dbn.append({**dbn[0], "sampler": "thrml", "conditional_recognition": 0.1})
+    table = comparison_table(pd.concat([ebm_rows(), pd.DataFrame(dbn)]), traditional_rows(), watts_per_core=4.0)
+    assert table.loc[table["model"] == "dbn_cond", "long_sample_sweeps"].tolist() == [1000.0] * 3
+    assert table.loc[table["model"] == "made", "long_conditional_recognition"].isna().all()
+    sentences = answer_sentences(table, answer_table(table, levels=[0.5]))
+    assert sentences[-2] == ("Per seed (0, 1), dbn_cond at 100 sweeps: conditional recognition 0.84, 0.83; "
+                             "at 1000 sweeps 0.89, 0.88.")
 
 
 def test_bad_input_fails_with_a_message() -> None:

@@ -144,6 +144,8 @@ def _config_dataclasses():
     from rgbench.evaluation.reference import ReferenceConfig
     from rgbench.experiments.glonet import GloNetRunConfig
     from rgbench.experiments.potts_ebm import AnalysisConfig, PottsRunConfig
+    from rgbench.experiments.potts_ebm_dbn import DBNSamplingConfig
+    from rgbench.models.dbn import DBNConfig
     from rgbench.experiments.reference_classifier import ReferenceTrainConfig
     from rgbench.experiments.sampler_bench import SamplerBenchConfig
     from rgbench.experiments.spatial_rgm import SpatialEvalConfig, SpatialRunConfig
@@ -160,6 +162,8 @@ def _config_dataclasses():
         (AnalysisConfig, config["potts_ebm"]["analysis"]),
         (LatticeTrainConfig, config["potts_ebm"]["pcd"]),
         (RBMTrainConfig, config["potts_ebm"]["rbm"]),
+        (DBNConfig, config["potts_ebm"]["dbn"]),
+        (DBNSamplingConfig, config["potts_ebm"]["analysis"]),
         (SamplerBenchConfig, config["sampler_bench"]),
         (SpatialRGMConfig, spatial["model"]),
         (SpatialEvalConfig, spatial["evaluation"]),

@@ -10,6 +10,8 @@ import numpy as np
 import pytest
 import torch
 
+from helpers import dbn_config
+
 from rgbench.data.preprocess import LevelData
 from rgbench.models.dbn import DBN, BernoulliRBM, DBNConfig, train_dbn
 
@@ -35,9 +37,9 @@ def tiny_data() -> LevelData:
 def tiny_config(**overrides: object) -> DBNConfig:
     # big enough steps for the labels to steer the top RBM within a second of training
     settings = dict(hidden=[24, 16], epochs=[2, 4], batch_size=10, chains=20, lr=0.1, upper_lr=0.1,
-                    label_lr_factor=1.0, discriminative_weight=1.0, init_std=0.1, sample_sweeps=3)
+                    label_lr_factor=1.0, discriminative_weight=1.0, init_std=0.1)
     settings.update(overrides)
-    return DBNConfig(**settings)
+    return dbn_config(**settings)
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +49,7 @@ def tiny_dbn(tiny_data: LevelData) -> DBN:
 
 def test_samples_are_level_images(tiny_dbn: DBN) -> None:
     for labels in (None, np.arange(7) % 10):
-        images = tiny_dbn.sample(7, labels, generator=torch.Generator().manual_seed(0))
+        images = tiny_dbn.sample(7, labels, 3, generator=torch.Generator().manual_seed(0))
         assert images.shape == (7, 28, 28) and images.dtype == np.uint8
         assert images.min() >= 0 and images.max() <= 3
     snaps = tiny_dbn.sample(5, None, 4, torch.Generator().manual_seed(0), down_pass="probabilities",
@@ -185,13 +187,13 @@ def test_bad_inputs_raise(tiny_dbn: DBN, tiny_data: LevelData) -> None:
     with pytest.raises(ValueError, match="start"):
         tiny_dbn.sample(2, None, 3, gen, start="data")
     with pytest.raises(ValueError, match="at least 2 RBMs"):
-        DBNConfig(hidden=[16], epochs=[1])
+        dbn_config(hidden=[16], epochs=[1])
     with pytest.raises(ValueError, match="hidden unit"):
-        DBNConfig(hidden=[16, 0], epochs=[1, 1])
+        dbn_config(hidden=[16, 0], epochs=[1, 1])
     with pytest.raises(ValueError, match="epochs"):
-        DBNConfig(hidden=[16, 8], epochs=[1])
+        dbn_config(hidden=[16, 8], epochs=[1])
     with pytest.raises(ValueError, match="features"):
-        DBNConfig(hidden=[16, 8], epochs=[1, 1], features="means")
+        dbn_config(hidden=[16, 8], epochs=[1, 1], features="means")
     bad = LevelData(tiny_data.train_x[:, :14], tiny_data.train_y, tiny_data.val_x, tiny_data.val_y,
                     tiny_data.test_x, tiny_data.test_y)
     with pytest.raises(ValueError, match="training levels"):
@@ -211,3 +213,112 @@ def test_discriminative_direction_is_the_label_log_likelihood_gradient() -> None
     for name, p in rbm.named_parameters():
         expected = torch.zeros_like(p) if p.grad is None else p.grad  # p(y | v) has no visible bias
         torch.testing.assert_close(direction[name], expected, msg=name)
+
+
+# --- the potts_ebm jobs of the DBN (rgbench.experiments.potts_ebm_dbn) -------------------------
+
+
+def test_dbn_jobs_train_once_and_score_both_rows(tmp_path) -> None:
+    """dbn_cond's train job makes the model both DBN rows sample: dbn_cond with each chain's
+    label clamped to 0..9 in turn (conditional recognition), dbn with the labels free;
+    both are scored at the budget and at long_sweeps_factor times it, with no likelihood
+    claimed, and the evaluation is reproducible."""
+    import json
+
+    from helpers import default_config, level_files
+
+    from rgbench.experiments import potts_ebm
+    from rgbench.io import load_npz
+
+    mnist4, reference, stats = level_files(tmp_path)
+    section = default_config()["potts_ebm"]
+    dbn = {**section["dbn"], "hidden": [12, 8], "epochs": [1, 2], "batch_size": 20, "chains": 10}
+    run = {"model": "dbn_cond", "seed": 0, "train_limit": 0, "test_limit": 0, "smoothing": 1.0, "training": dbn}
+    trained = tmp_path / "model-dbn_cond_seed-0"
+    payload = potts_ebm.train_job(run, str(mnist4), str(trained / "model.pt"), str(trained / "epochs.npz"),
+                                  device="cpu")
+    assert payload["kind"] == "dbn" and payload["n_train"] == 100 and payload["n_val"] == 20
+    assert [h["layer"] for h in payload["history"]] == [0, 1, 1]
+    assert payload["steps_run"] == 3 * (100 // 20)
+    assert load_npz(trained / "epochs.npz")["layer"].tolist() == [0, 1, 1]
+
+    analysis = {"seed": 0, "samples": 30, "dbn_sample_sweeps": 4, "long_sweeps_factor": 3,
+                "checkpoints": [1, 2, 5, 10], "ceiling_images": 40, "memorisation_images": 20}
+    rows = {}
+    for model in ("dbn_cond", "dbn", "dbn_cond"):
+        out = tmp_path / f"{model}-{len(rows)}"
+        potts_ebm.evaluate_job({**run, "model": model}, analysis, str(mnist4), str(trained / "model.pt"),
+                               str(reference), str(stats), str(out / "metrics.json"), str(out / "samples.npz"),
+                               run_id=f"model-{model}_seed-0", device="cpu")
+        rows[f"{model}-{len(rows)}"] = (json.loads((out / "metrics.json").read_text()), load_npz(out / "samples.npz"))
+    (cond, cond_samples), (free, free_samples), (again, again_samples) = rows.values()
+    for record, samples in ((cond, cond_samples), (free, free_samples)):
+        m = record["metrics"]
+        assert m["test_nll_nats"] is None and m["likelihood_method"] == "none"
+        assert m["sample_sweeps"] == 4 and m["long_sample_sweeps"] == 12 and m["n_samples"] == 30
+        assert 0 <= m["long_recognisable_fraction"] <= 1 and 0 <= m["test_label_accuracy"] <= 1
+        assert m["cpu_seconds_per_1000_samples"] > 0 and m["train_cpu_seconds"] == payload["train_cpu_seconds"]
+        assert samples["checkpoints"].tolist() == [1, 2, 4, 12]  # up to the budget, then the long run's end
+        assert samples["samples"].shape == (30, 28, 28) and samples["samples"].max() <= 3
+        assert record["provenance"]["n_params"] == 784 * 3 * 12 + 784 * 3 + 12 + 12 * 8 + 12 + 8 + 10 * 8 + 10
+    assert cond_samples["labels"].tolist() == [i % 10 for i in range(30)] and len(free_samples["labels"]) == 0
+    assert "conditional_recognition" in cond["metrics"] and "long_conditional_recognition" in cond["metrics"]
+    assert "conditional_recognition" not in free["metrics"]
+    assert cond["metrics"]["baseline"] == "class_mixture" and free["metrics"]["baseline"] == "independent"
+    assert cond["params"]["hidden"] == "12-8" and cond["params"]["epochs"] == "1-2"
+    # the same seed draws the same samples
+    np.testing.assert_array_equal(cond_samples["samples"], again_samples["samples"])
+
+
+def test_dbn_has_no_probe_yet(tmp_path) -> None:
+    """The paper preset's probe cannot cut the DBN's training: the job says so instead of
+    training the whole model under a probe's name."""
+    from helpers import default_config, level_files
+    from test_probe import probe_block
+
+    from rgbench.experiments import potts_ebm
+
+    mnist4, _, _ = level_files(tmp_path)
+    dbn = default_config()["potts_ebm"]["dbn"]
+    run = {"model": "dbn_cond", "seed": 0, "train_limit": 0, "test_limit": 0, "smoothing": 1.0, "training": dbn}
+    with pytest.raises(ValueError, match="no probe"):
+        potts_ebm.train_job({**run, **probe_block("potts_ebm_train", "cpu")}, str(mnist4), str(tmp_path / "m.pt"),
+                            str(tmp_path / "e.npz"), device="cpu")
+
+
+def test_training_resumes_after_the_last_finished_layer(tiny_data: LevelData, tmp_path, monkeypatch) -> None:
+    """A run killed while training the top RBM resumes after layer 1 from its checkpoint and
+    ends with the weights of an uninterrupted run; the checkpoint is removed at the end."""
+    import rgbench.models.dbn as dbn_module
+
+    cfg = tiny_config(hidden=[24, 16, 12], epochs=[1, 1, 2])
+    whole = train_dbn(cfg, tiny_data, seed=4)
+    checkpoint = tmp_path / "checkpoint.pt"
+    original = dbn_module._train_upper
+
+    def killed_at_the_top(layer, depth, *args, **kwargs):
+        if depth == 2:
+            raise KeyboardInterrupt
+        return original(layer, depth, *args, **kwargs)
+
+    monkeypatch.setattr(dbn_module, "_train_upper", killed_at_the_top)
+    with pytest.raises(KeyboardInterrupt):
+        train_dbn(cfg, tiny_data, seed=4, checkpoint_path=checkpoint)
+    assert torch.load(checkpoint, weights_only=False)["layers_done"] == 2
+    monkeypatch.setattr(dbn_module, "_train_upper", original)
+    messages = []
+    resumed = train_dbn(cfg, tiny_data, seed=4, log=messages.append, checkpoint_path=checkpoint)
+    assert messages[0].startswith("resumed after layer 1")
+    assert not any(m.startswith("layer 0") or m.startswith("layer 1 ") for m in messages[1:])
+    for name, value in whole.state_dict().items():
+        torch.testing.assert_close(resumed.state_dict()[name], value, rtol=0, atol=0)
+    assert [h["layer"] for h in resumed.record["history"]] == [0, 1, 2, 2]
+    assert not checkpoint.exists()
+    # another seed's run does not take this run's checkpoint
+    monkeypatch.setattr(dbn_module, "_train_upper", killed_at_the_top)
+    with pytest.raises(KeyboardInterrupt):
+        train_dbn(cfg, tiny_data, seed=4, checkpoint_path=checkpoint)
+    monkeypatch.setattr(dbn_module, "_train_upper", original)
+    other = []
+    train_dbn(cfg, tiny_data, seed=5, log=other.append, checkpoint_path=checkpoint)
+    assert other[0].startswith("layer 0") and not any(m.startswith("resumed") for m in other)

@@ -11,8 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
-from rgbench.models.made import MADE, MADEConfig
+from rgbench.models.made import MADE, LevelLinear, MADEConfig, level_bags
 from rgbench.models.vae import VAE, VAEConfig
 from helpers import level_files
 
@@ -197,6 +198,124 @@ def test_bad_inputs_are_refused_with_a_clear_message(kind):
         MADEConfig(hidden=(0,))
     with pytest.raises(ValueError):
         VAEConfig(latents=0)
+
+
+# ----------------------------------------------------------------------------- the input layer
+
+def level_images(n: int = 9, seed: int = 0) -> torch.Tensor:
+    """(n, 5, 6) level images, mostly level 0 as MNIST's, with an all-zero image (an empty
+    bag) first and last, one of every pixel at level 3, and one with every level."""
+    generator = torch.Generator().manual_seed(seed)
+    x = torch.randint(1, 4, (n, 5, 6), generator=generator)
+    x = x * (torch.rand(n, 5, 6, generator=generator) < 0.3)
+    x[0] = 0
+    x[-1] = 0
+    x[1] = 3
+    x[2] = torch.arange(30).view(5, 6) % 4
+    return x
+
+
+def dense_level_linear(self: LevelLinear, x: torch.Tensor) -> torch.Tensor:
+    """What LevelLinear computes, as the dense product of the indicators (the models' input
+    layer before the gather)."""
+    inputs = F.one_hot(x, self.levels)[..., 1:].flatten(1).to(self.weight.dtype)
+    return F.linear(inputs, self.masked_weight(), self.bias)
+
+
+def test_level_bags_hold_the_indicators_that_are_one():
+    x = level_images().view(9, 30)
+    indices, offsets = level_bags(x, 4)
+    dense = F.one_hot(x, 4)[..., 1:].flatten(1)
+    for n in range(len(x)):
+        end = offsets[n + 1] if n + 1 < len(x) else len(indices)
+        assert indices[offsets[n]:end].tolist() == torch.nonzero(dense[n]).flatten().tolist()
+    assert offsets[0] == 0 and offsets[1] == 0 and offsets[-1] == len(indices)  # the two empty bags
+    assert [len(t) for t in level_bags(x[:0], 4)] == [0, 0]
+
+
+@pytest.mark.parametrize("kind,hidden,classes", [("made", (16, 16), 0), ("made", (16, 16), 10), ("made", (), 0),
+                                                 ("made", (12,), 3), ("vae", 16, 0), ("vae", 16, 10)])
+def test_the_input_layer_gather_equals_the_dense_indicator_product(kind, hidden, classes, monkeypatch):
+    """Outputs, losses and every parameter's gradient of the gather-and-sum input layer equal
+    the dense product of the one-hot indicators (to float32 rounding); masked weights of the
+    MADE's first layer get exactly zero gradient."""
+    if kind == "made":
+        model = MADE(MADEConfig(height=5, width=6, hidden=hidden, classes=classes))
+    else:
+        model = VAE(VAEConfig(height=5, width=6, hidden=hidden, latents=3, classes=classes))
+    model = randomised(model, scale=0.5)
+    x = level_images()
+    labels = torch.arange(len(x)) % classes if classes else None
+
+    def run() -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        model.zero_grad(set_to_none=True)
+        torch.manual_seed(5)  # the VAE's reparameterised draw
+        if kind == "made":
+            outputs = {"logits": model.logits(x, labels), "log_prob": model.log_prob(x, labels)}
+            loss = model.nll(x, labels).mean()
+        else:
+            q = model.posterior(*model._check(x, labels))
+            outputs = {"mean": q.loc, "scale": q.scale, "negative_elbo": model.negative_elbo(x, labels)}
+            loss = outputs["negative_elbo"].mean()
+            with torch.no_grad():
+                outputs["iwae"] = model.iwae_bound(x, labels, samples=3, generator=torch.Generator().manual_seed(1))
+        loss.backward()
+        return ({k: v.detach() for k, v in outputs.items()},
+                {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None})
+
+    outputs, grads = run()
+    with monkeypatch.context() as patch:
+        patch.setattr(LevelLinear, "forward", dense_level_linear)
+        dense_outputs, dense_grads = run()
+    for key, value in dense_outputs.items():
+        torch.testing.assert_close(outputs[key], value, atol=1e-5, rtol=1e-5, msg=key)
+    assert grads.keys() == dense_grads.keys() == {name for name, _ in model.named_parameters()}
+    for name, value in dense_grads.items():
+        torch.testing.assert_close(grads[name], value, atol=1e-5, rtol=1e-5, msg=name)
+    first = model.encoder_hidden if kind == "vae" else (model.hidden_layers[0] if hidden else model.output)
+    assert isinstance(first, LevelLinear) and float(first.weight.grad.abs().sum()) > 0
+    if kind == "made":
+        assert torch.all(first.weight.grad[first.mask == 0] == 0)
+
+
+@pytest.mark.parametrize("kind", ["made", "vae"])
+def test_the_input_layer_keeps_linear_parameters_and_initialisation(kind):
+    """Same parameter names, shapes and initial values as the nn.Linear layers the models
+    were built of (the input layer only stores its weight column-major), and a state dict in
+    the usual (row-major) order loads and gives the same numbers."""
+    torch.manual_seed(0)
+    model = small(kind)
+    torch.manual_seed(0)
+    if kind == "made":
+        linears = {"hidden_layers.0": torch.nn.Linear(90, 16), "hidden_layers.1": torch.nn.Linear(16, 16),
+                   "output": torch.nn.Linear(16, 120)}
+        first = model.hidden_layers[0]
+    else:
+        linears = {"encoder_hidden": torch.nn.Linear(90, 16), "encoder_out": torch.nn.Linear(16, 6),
+                   "decoder_hidden": torch.nn.Linear(3, 16), "decoder_out": torch.nn.Linear(16, 120)}
+        first = model.encoder_hidden
+    state = model.state_dict()
+    masks = {f"{name}.mask" for name in linears} if kind == "made" else set()
+    assert set(state) == {f"{name}.{p}" for name in linears for p in ("weight", "bias")} | masks
+    for name, linear in linears.items():
+        assert torch.equal(state[f"{name}.weight"], linear.weight) and torch.equal(state[f"{name}.bias"], linear.bias)
+    assert first.weight.shape == (16, 90) and first.weight.t().is_contiguous()
+
+    other = randomised(small(kind), seed=4)
+    model.load_state_dict({k: v.contiguous() for k, v in other.state_dict().items()})
+    assert first.weight.t().is_contiguous()  # loading copies values into the column-major weight
+    x = level_images()
+    if kind == "made":
+        assert torch.equal(model.logits(x), other.logits(x))
+    else:
+        assert torch.equal(model.posterior(*model._check(x, None)).loc, other.posterior(*other._check(x, None)).loc)
+    assert model.double().state_dict()[next(iter(linears)) + ".weight"].t().is_contiguous()
+
+
+def test_an_empty_batch_goes_through_the_input_layer():
+    none = torch.zeros(0, 5, 6, dtype=torch.long)
+    assert small("made").logits(none).shape == (0, 30, 4)
+    assert small("vae").negative_elbo(none).shape == (0,)
 
 
 # ----------------------------------------------------------------------------- memorisation

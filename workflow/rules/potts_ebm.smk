@@ -73,7 +73,7 @@ rule potts_ebm_evaluate:
 rule potts_ebm_thrml:
     input:
         mnist=MNIST4,
-        model=f"{POTTS_RUN}/model.pt",
+        model=lambda wildcards: potts_model_input(wildcards)[0],
         reference_model=REFERENCE_MODEL,
         reference_stats=REFERENCE_STATS,
     output:
@@ -101,7 +101,7 @@ rule potts_ebm_figures:
         table=R("tables/potts_ebm.csv"),
         samples=lambda wildcards: potts_first_seed("samples.npz", POTTS_RUNS),
         thrml=lambda wildcards: potts_first_seed("samples.npz", POTTS_THRML, "thrml/"),
-        epochs=lambda wildcards: potts_first_seed("epochs.npz", POTTS_TRAINED),
+        epochs=lambda wildcards: potts_first_seed("epochs.npz", POTTS_PCD_TRAINED),
     output:
         samples=report(
             R("figures/potts_ebm/samples.png"),
@@ -142,7 +142,7 @@ rule potts_ebm_figures:
         config=figure_settings(
             models=[m for m in POTTS["models"]],
             thrml_models=[POTTS_THRML[k]["model"] for k in POTTS_THRML if POTTS_THRML[k]["seed"] == POTTS["seeds"][0]],
-            trained_models=[m for m in POTTS["models"] if m != "independent"],
+            trained_models=[spec["model"] for spec in POTTS_PCD_TRAINED.values() if spec["seed"] == POTTS["seeds"][0]],
         ),
     script:
         "../../scripts/potts_ebm_figures.py"

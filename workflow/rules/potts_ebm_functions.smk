@@ -4,13 +4,19 @@
 POTTS = config["potts_ebm"]
 POTTS_RUN = R("runs/potts_ebm/{run_id}")
 # the config block that trains each model (the independent model is fitted by counting)
-POTTS_TRAINING = {"potts": "pcd", "potts_cond": "pcd", "rbm": "rbm", "rbm_cond": "rbm"}
+POTTS_TRAINING = {"potts": "pcd", "potts_cond": "pcd", "rbm": "rbm", "rbm_cond": "rbm", "dbn": "dbn", "dbn_cond": "dbn"}
+# a model sampled from another's trained file: the label-conditional DBN with its labels free
+POTTS_TRAINED_AS = {"dbn": "dbn_cond"}
 POTTS_FIGURES = ["samples", "digits", "training", "nll"]
 
 
 def potts_seeds(model):
-    """The seeds a model runs with: the independent model is deterministic, its first seed only."""
-    return POTTS["seeds"][:1] if model == "independent" else POTTS["seeds"]
+    """The seeds a model runs with: its own list in ``model_seeds`` (more seeds where a
+    verdict sits near its threshold), else ``seeds``; the independent model is
+    deterministic, its first seed only."""
+    if model == "independent":
+        return POTTS["seeds"][:1]
+    return POTTS["model_seeds"].get(model, POTTS["seeds"])
 
 
 def potts_runs():
@@ -29,12 +35,25 @@ def potts_runs():
     return runs
 
 
+def potts_trained_id(key):
+    """The run whose train job made the model a run samples (None: the independent model)."""
+    spec = POTTS_RUNS[key]
+    if spec["model"] == "independent":
+        return None
+    return run_id(model=POTTS_TRAINED_AS.get(spec["model"], spec["model"]), seed=spec["seed"])
+
+
 POTTS_RUNS = potts_runs()
-POTTS_TRAINED = {key: spec for key, spec in POTTS_RUNS.items() if spec["model"] != "independent"}
+# trained run_id -> its training hand-off (a model sampled from another's file adds that one)
+POTTS_TRAINED = {
+    potts_trained_id(key): spec | {"model": POTTS_TRAINED_AS.get(spec["model"], spec["model"])}
+    for key, spec in POTTS_RUNS.items()
+    if spec["model"] != "independent"
+}
 # runs that THRML samples too: the configured models and seeds
 POTTS_THRML = {
     key: spec
-    for key, spec in POTTS_TRAINED.items()
+    for key, spec in POTTS_RUNS.items()
     if spec["model"] in POTTS["thrml"]["models"] and spec["seed"] in POTTS["thrml"]["seeds"]
 }
 
@@ -42,7 +61,7 @@ POTTS_THRML = {
 def potts_represents(run, thrml=False):
     """How many jobs of the real run a job of ``run`` stands for: its model's seeds (THRML's:
     those it samples) over the ones the probe runs; 1 outside a probe."""
-    model = POTTS_RUNS[run]["model"]
+    model = (POTTS_RUNS.get(run) or POTTS_TRAINED[run])["model"]
     seeds = potts_seeds(model)
     if thrml:
         seeds = [seed for seed in seeds if seed in POTTS["thrml"]["seeds"]]
@@ -62,43 +81,58 @@ def potts_evaluate_settings(wildcards):
     """The evaluate job's hand-off: the run and the analysis (with the probe block, since the
     job's script hands the two on apart and the probe cuts the analysis)."""
     run = POTTS_RUNS[wildcards.run_id]
-    analysis = potts_analysis(run["seed"]) | potts_probe("potts_ebm_evaluate", "evaluate", wildcards.run_id)
+    analysis = potts_analysis(run) | potts_probe("potts_ebm_evaluate", "evaluate", wildcards.run_id)
     return canonical({"run": run, "analysis": analysis})
 
 
 def potts_thrml_handoff(wildcards):
-    thrml = potts_thrml_settings() | potts_probe("potts_ebm_thrml", "cpu", wildcards.run_id, thrml=True)
+    run = POTTS_THRML[wildcards.run_id]
+    thrml = potts_thrml_settings(run) | potts_probe("potts_ebm_thrml", "cpu", wildcards.run_id, thrml=True)
     return canonical({"run": POTTS_THRML[wildcards.run_id], "thrml": thrml})
 
 
-def potts_analysis(seed):
-    return settings(POTTS["analysis"], *POTTS["analysis"], seed=int(seed))
+# analysis keys only the DBN runs read, and the ones they share with the other runs (a DBN is
+# sampled and scored, not annealed): editing a DBN key reruns no other run, and vice versa
+POTTS_DBN_ONLY = ("dbn_sample_sweeps", "long_sweeps_factor")
+POTTS_DBN_SHARED = ("checkpoints", "ceiling_images", "memorisation_images")
 
 
-def potts_thrml_settings():
+def potts_is_dbn(run):
+    return POTTS_TRAINING.get(run["model"]) == "dbn"
+
+
+def potts_analysis(run):
+    analysis = POTTS["analysis"]
+    if potts_is_dbn(run):
+        keys = ["samples", *POTTS_DBN_SHARED, *POTTS_DBN_ONLY]
+    else:
+        keys = [k for k in analysis if k not in POTTS_DBN_ONLY]
+    return settings(analysis, *keys, seed=int(run["seed"]))
+
+
+def potts_thrml_settings(run):
     """What a THRML job reads: its chain count and the sampling protocol it shares with the
     evaluate jobs. The THRML models and seeds choose which jobs exist (POTTS_THRML), so
     they are no job's setting: editing them reruns no existing job."""
-    return settings(
-        POTTS["thrml"],
-        "samples",
-        **{
-            k: POTTS["analysis"][k]
-            for k in (
-                "conditional_start",
-                "sample_sweeps",
-                "lattice_sample_sweeps",
-                "checkpoints",
-                "ceiling_images",
-                "memorisation_images",
-            )
-        },
-    )
+    if potts_is_dbn(run):
+        shared, extra = (*POTTS_DBN_SHARED, *POTTS_DBN_ONLY), {"seed": int(run["seed"])}
+    else:
+        shared = (
+            "conditional_start",
+            "sample_sweeps",
+            "lattice_sample_sweeps",
+            "checkpoints",
+            "ceiling_images",
+            "memorisation_images",
+        )
+        extra = {}
+    return settings(POTTS["thrml"], "samples", **{k: POTTS["analysis"][k] for k in shared}, **extra)
 
 
 def potts_model_input(wildcards):
-    """The trained model of a run (nothing for the independent model)."""
-    return [f"{POTTS_RUN}/model.pt".format(run_id=wildcards.run_id)] if wildcards.run_id in POTTS_TRAINED else []
+    """The trained model a run samples (nothing for the independent model)."""
+    trained = potts_trained_id(wildcards.run_id)
+    return [] if trained is None else [f"{POTTS_RUN}/model.pt".format(run_id=trained)]
 
 
 def potts_metrics():
@@ -111,3 +145,7 @@ def potts_first_seed(name, runs, subdir=""):
     """A file of each model's first-seed run among ``runs``."""
     first = POTTS["seeds"][0]
     return [f"{POTTS_RUN}/{subdir}{name}".format(run_id=key) for key, spec in runs.items() if spec["seed"] == first]
+
+
+# trained runs whose per-update gaps the training figure draws (the DBN keeps per-epoch gaps per layer)
+POTTS_PCD_TRAINED = {key: spec for key, spec in POTTS_TRAINED.items() if POTTS_TRAINING[spec["model"]] != "dbn"}

@@ -42,7 +42,8 @@ COLUMNS = ["model", "family", "sampler", "seed", "conditional", "nll_nats", "nll
            "ceiling_conditional_recognition", "min_class_share", "class_entropy", "memorisation_l2_ratio",
            "exact_copy_fraction", "samples", "sample_batch", "sweeps", "wall_seconds_per_1000_samples",
            "cpu_seconds_per_1000_samples", "cpu_seconds_per_recognisable_digit", "train_cpu_seconds",
-           "energy_joules_per_sample", "energy_method"]
+           "energy_joules_per_sample", "energy_method", "long_sample_sweeps", "long_recognisable_fraction_vs_ceiling",
+           "long_min_class_share", "long_conditional_recognition"]
 
 
 TEXT_COLUMNS = {"model", "family", "sampler", "conditional", "nll_kind", "nll_method", "energy_method"}
@@ -86,7 +87,8 @@ _SHARED = ("fid", "recognisable_fraction", "recognisable_fraction_vs_ceiling", "
            "conditional_recognition", "ceiling_conditional_recognition", "min_class_share", "class_entropy",
            "memorisation_l2_ratio", "exact_copy_fraction", "wall_seconds_per_1000_samples",
            "cpu_seconds_per_1000_samples", "cpu_seconds_per_recognisable_digit",
-           "sampling_energy_joules_per_sample")
+           "sampling_energy_joules_per_sample", "long_sample_sweeps", "long_recognisable_fraction_vs_ceiling",
+           "long_min_class_share", "long_conditional_recognition")
 
 
 def _traditional_rows(traditional: pd.DataFrame) -> list[dict[str, Any]]:
@@ -241,6 +243,35 @@ def answer_sentences(table: pd.DataFrame, answer: pd.DataFrame, min_seeds: int =
     if parts:
         out.append("Lowest test NLL per family: " + ", ".join(parts) + ". AIS estimates err low and RAISE "
                    "bounds from above, so the EBM's true NLL lies between them.")
+    return out + per_seed_sentences(table)
+
+
+def _seed_values(rows: pd.DataFrame, column: str) -> str:
+    return ", ".join(f"{v:.2f}" if np.isfinite(v) else "-" for v in rows[column])
+
+
+def per_seed_sentences(table: pd.DataFrame) -> list[str]:
+    """One line per EBM (our block sampler): its per-seed quality, so that a reader sees
+    which seeds carry a mean near a target. Unconditional models: recognisable share of the
+    ceiling's with the smallest class share; conditional ones: conditional recognition;
+    with the long run's values (more sweeps of the same chains) where the model has one."""
+    ebm = table[(table["family"] == EBM_FAMILY) & (table["sampler"] == "block")].sort_values("seed")
+    out = []
+    for model, rows in ebm.groupby("model", sort=True):
+        seeds = ", ".join(str(int(s)) for s in rows["seed"])
+        if bool(rows["conditional"].iloc[0]):
+            parts = [f"conditional recognition {_seed_values(rows, 'conditional_recognition')}"]
+            long = "long_conditional_recognition"
+        else:
+            parts = [f"recognisable / ceiling {_seed_values(rows, 'recognisable_fraction_vs_ceiling')}",
+                     f"smallest class share {_seed_values(rows, 'min_class_share')}"]
+            long = "long_recognisable_fraction_vs_ceiling"
+        text = f"Per seed ({seeds}), {model} at {int(rows['sweeps'].iloc[0])} sweeps: " + "; ".join(parts)
+        if rows[long].notna().any():
+            text += f"; at {int(rows['long_sample_sweeps'].iloc[0])} sweeps {_seed_values(rows, long)}"
+            if long == "long_recognisable_fraction_vs_ceiling":
+                text += f" (smallest class share {_seed_values(rows, 'long_min_class_share')})"
+        out.append(text + ".")
     return out
 
 

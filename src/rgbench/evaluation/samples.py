@@ -130,7 +130,7 @@ def ceiling_scores(clf: Any, images: np.ndarray, labels: np.ndarray, n: int,
 def relative_to_ceiling(metrics: dict[str, Any]) -> None:
     """Quality as a share of the ceiling's (the targets' measure), added in place."""
     ceiling = metrics["ceiling_recognisable_fraction"]
-    for key in ("recognisable_fraction", "recognisable_fraction_mode"):
+    for key in ("recognisable_fraction", "recognisable_fraction_mode", "long_recognisable_fraction"):
         if key in metrics and ceiling:
             metrics[key + "_vs_ceiling"] = metrics[key] / ceiling
 

@@ -282,7 +282,9 @@ def train_job(config: Mapping[str, Any], mnist4: str, model_path: str, device: s
     model = build_model(cfg)
     start_from_independent(model, pixel_log_marginals(data.train_x, model.config.levels))
     model = model.to(torch_device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=train.lr)
+    # fused: one kernel for every parameter's update (CPU and CUDA since torch 2.4), ~15% of a
+    # training step on one CPU thread; the same update to float rounding
+    optimizer = torch.optim.Adam(model.parameters(), lr=train.lr, fused=True)
     x_train = torch.as_tensor(data.train_x)
     y_train = torch.as_tensor(data.train_y)
     n_val = len(data.val_x) if not train.val_images else min(train.val_images, len(data.val_x))

@@ -5,6 +5,12 @@ checkpoints), run by THRML's block-Gibbs programs of the same models
 (:mod:`rgbench.models.potts_thrml`) and scored by the same functions, so a table row
 ``sampler: thrml`` sits beside the row ``sampler: block`` of the same run.
 
+The DBNs (``dbn``, ``dbn_cond``): THRML runs the top-level RBM's block Gibbs (the
+program of :class:`rgbench.models.potts_thrml.DBNTopGraph`, the label block clamped or
+free); the start (an up-pass from uniform-level noise) and the top-down pass at each
+checkpoint are the model's own torch code, as in our sampler. The cost columns count
+THRML's top-level sweeps only.
+
 Under the paper preset's probe (a ``probe`` block in the ``thrml`` hand-off) THRML runs
 every chain for the probe's few sweeps: its first call (tracing and XLA compilation) is
 paid once whatever the sweeps, so only the calls after it are scaled to the real sweeps.
@@ -21,10 +27,11 @@ import torch
 
 from rgbench.config import build
 from rgbench.data.preprocess import load_levels
+from rgbench.data.preprocess import CLASSES
 from rgbench.evaluation.samples import SampleRun, ceiling_scores, relative_to_ceiling, save_sample_run
-from rgbench.experiments.potts_ebm import (EXPERIMENT, SIDE, PottsRunConfig, ThrmlConfig, chain_labels, chain_start,
-                                           checkpoints_for, fit_independent, memorisation_scores, run_provenance,
-                                           score_chains, table_params)
+from rgbench.experiments.potts_ebm import (DBN_MODELS, EXPERIMENT, SIDE, PottsRunConfig, ThrmlConfig, chain_labels,
+                                           chain_start, checkpoints_for, fit_independent, memorisation_scores,
+                                           run_provenance, score_chains, table_params)
 from rgbench.models.pcd import RBM_MODELS, SHOWN_CHAINS, load_trained
 from rgbench.probe import capped, measured, probe_record_path, split_probe
 from rgbench.results import finite_or_none, write_metrics
@@ -47,10 +54,15 @@ def thrml_job(config: Mapping[str, Any], thrml: Mapping[str, Any], mnist4: str, 
 
     run_cfg = build(PottsRunConfig, config)
     thrml, probe = split_probe(thrml)
-    cfg = build(ThrmlConfig, thrml)
     started = time.perf_counter()
     seed_everything(run_cfg.seed)
     data = load_levels(mnist4, run_cfg.train_limit, run_cfg.test_limit)
+    if run_cfg.model in DBN_MODELS:
+        if probe is not None:
+            raise ValueError("the DBN's THRML job has no probe yet: leave the DBNs out of the paper preset's models")
+        return dbn_thrml_job(run_cfg, thrml, data, mnist4, model_path, reference_model, reference_stats, metrics_path,
+                             samples_path, run_id, device, started)
+    cfg = build(ThrmlConfig, thrml)
     kind, model, payload = load_trained(model_path)
     graph, params, to_images = thrml_graph(model)
     sampler = ThrmlSampler(graph.program, graph.blocks)
@@ -96,4 +108,62 @@ def thrml_job(config: Mapping[str, Any], thrml: Mapping[str, Any], mnist4: str, 
                     n_params=model.parameter_count(), cpu_bound=True)
     log.info("thrml %s seed %d: recognisable %.3f, first call %.1f s, %.4f s per sweep", kind, run_cfg.seed,
              metrics["recognisable_fraction"], result.compile_seconds, result.sweep_seconds)
+    return metrics
+
+
+def dbn_thrml_job(run_cfg: PottsRunConfig, sampling: Mapping[str, Any], data: Any, mnist4: str, model_path: str,
+                  reference_model: str, reference_stats: str, metrics_path: str, samples_path: str, run_id: str,
+                  device: str, started: float) -> dict[str, Any]:
+    """THRML's samples of a DBN: the evaluate job's protocol (chains from uniform noise,
+    scored at the budget and at the long run's sweeps), THRML running the top RBM."""
+    from rgbench.evaluation.reference import load_reference_classifier
+    from rgbench.experiments import potts_ebm_dbn
+    from rgbench.models.potts_thrml import ThrmlSampler, dbn_top_graph
+
+    cfg = build(potts_ebm_dbn.DBNSamplingConfig, sampling)
+    kind = run_cfg.model
+    model, payload = potts_ebm_dbn.load(model_path)
+    if model.config.down_pass != "samples":
+        raise ValueError("THRML's DBN runs pass the top RBM's visible states down (down_pass: samples)")
+    clamped = kind == "dbn_cond"
+    graph, params = dbn_top_graph(model, clamp_labels=clamped)
+    sampler = ThrmlSampler(graph.program, graph.blocks)
+    generator = torch.Generator().manual_seed(20_000 + run_cfg.seed)
+    labels = potts_ebm_dbn.chain_labels(kind, cfg.samples)
+    penultimate = model.start_state(cfg.samples, generator).numpy().astype(np.uint8)
+    first_labels = labels if clamped else torch.randint(0, CLASSES, (cfg.samples,), generator=generator).numpy()
+    state = graph.to_state(penultimate, first_labels, np.random.default_rng(run_cfg.seed))
+    clamp = graph.clamp(labels if clamped else None, cfg.samples)
+    checkpoints, long_sweeps = potts_ebm_dbn.sample_checkpoints(cfg.checkpoints, cfg.dbn_sample_sweeps,
+                                                                cfg.long_sweeps_factor)
+
+    def to_images(current: list[Any]) -> np.ndarray:  # one top-down pass of the chains' penultimate states
+        return model.down(torch.from_numpy(graph.penultimate(current)), generator, "samples")
+
+    result = sampler.run(params, state, clamp, long_sweeps, 30_000 + run_cfg.seed, to_images,
+                         tuple(sorted({*checkpoints, long_sweeps})))
+    snapshots = {**result.snapshots, long_sweeps: result.images}
+    budget = checkpoints[-1]
+    run = SampleRun(snapshots[budget], {c: snapshots[c] for c in checkpoints}, labels, result.sweep_seconds,
+                    result.sweep_cpu_seconds)
+    long = SampleRun(result.images, {long_sweeps: result.images}, labels, result.sweep_seconds,
+                     result.sweep_cpu_seconds)
+    clf = load_reference_classifier(reference_model, device=pick_device(device))
+    metrics, extra = potts_ebm_dbn.score(clf, run, long, checkpoints, reference_stats)
+    metrics.update(ceiling_scores(clf, data.test_x, data.test_y, min(cfg.ceiling_images, len(data.test_x)),
+                                  reference_stats))
+    relative_to_ceiling(metrics)
+    metrics.update(memorisation_scores(run.images, data, cfg.memorisation_images, None))
+    metrics["first_call_seconds"] = result.compile_seconds
+    metrics["train_cpu_seconds"] = payload["train_cpu_seconds"]
+    metrics = {k: (finite_or_none(v) if isinstance(v, float) else v) for k, v in metrics.items()}
+    save_sample_run(samples_path, SampleRun(run.images, snapshots, labels, run.sweep_seconds, run.sweep_cpu_seconds),
+                    checkpoints + [long_sweeps], extra["digit_fraction_by_sweep"], SHOWN_CHAINS)
+    write_metrics(metrics_path, experiment=EXPERIMENT, run_id=f"{run_id}_sampler-thrml",
+                  params=table_params(run_cfg, "thrml"), seed=run_cfg.seed, metrics=metrics,
+                  wall_seconds=time.perf_counter() - started, device="cpu (jax)", extra=extra,
+                  provenance=run_provenance(payload, data, mnist4, model.parameter_count()))
+    log.info("thrml %s seed %d: recognisable %.3f at %d sweeps, %.3f at %d; first call %.1f s, %.4f s per sweep",
+             kind, run_cfg.seed, metrics["recognisable_fraction"], budget, metrics["long_recognisable_fraction"],
+             long_sweeps, result.compile_seconds, result.sweep_seconds)
     return metrics

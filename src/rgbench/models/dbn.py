@@ -50,7 +50,7 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -81,32 +81,30 @@ GAP_EVERY = 20
 
 @dataclass
 class DBNConfig:
-    """Greedy PCD training of a DBN and its default sampling length.
+    """Greedy PCD training of a DBN and how it generates (config ``potts_ebm.dbn``, the one
+    home of every value; ``smoothing`` is potts_ebm's).
 
     ``hidden``: hidden units of each RBM, bottom first; the last RBM is the top one (with
     the labels). ``epochs``: one entry per RBM."""
 
-    # the default budget's setting, chosen on validation (docs/decisions/dbn.md): ~100-130
-    # CPU-seconds on one thread for the 55,000 training images
-    hidden: list[int] = field(default_factory=lambda: [500, 1000])
-    epochs: list[int] = field(default_factory=lambda: [8, 6])
-    batch_size: int = 100
-    lr: float = 0.02  # layer 1's initial learning rate (decayed linearly to 0)
-    upper_lr: float = 0.05  # the Bernoulli layers' initial learning rate (decayed linearly to 0)
-    label_lr_factor: float = 10.0  # top RBM: lr multiplier of the label weights and biases
-    discriminative_weight: float = 3.0  # top RBM: weight of log p(y | features) (hybrid objective)
-    momentum_start: float = 0.5
-    momentum_final: float = 0.9
-    momentum_switch_epochs: int = 1
-    weight_decay: float = 1e-4  # L2 on the weights of every layer
-    chains: int = 100  # persistent chains per layer, started at random training rows
-    sweeps: int = 1  # PCD-k: Gibbs sweeps per update
-    init_std: float = 0.01
-    features: str = "probabilities"  # what an upper layer is trained on (FEATURES)
-    down_pass: str = "samples"  # how the generative pass carries states down (DOWN_PASSES)
-    sample_sweeps: int = 100  # the budgeted top-level Gibbs sweeps of a sample
-    sample_start: str = "pixels"  # where the top-level chains start (STARTS)
-    smoothing: float = 1.0  # add-alpha counts of the independent model that starts layer 1's biases
+    hidden: list[int]
+    epochs: list[int]
+    batch_size: int
+    lr: float  # layer 1's initial learning rate (decayed linearly to 0)
+    upper_lr: float  # the Bernoulli layers' initial learning rate (decayed linearly to 0)
+    label_lr_factor: float  # top RBM: lr multiplier of the label weights and biases
+    discriminative_weight: float  # top RBM: weight of log p(y | features) (hybrid objective)
+    momentum_start: float
+    momentum_final: float
+    momentum_switch_epochs: int
+    weight_decay: float  # L2 on the weights of every layer
+    chains: int  # persistent chains per layer, started at random training rows
+    sweeps: int  # PCD-k: Gibbs sweeps per update
+    init_std: float
+    features: str  # what an upper layer is trained on (FEATURES)
+    down_pass: str  # how the generative pass carries states down (DOWN_PASSES)
+    sample_start: str  # where the top-level chains start (STARTS)
+    smoothing: float  # add-alpha counts of the independent model that starts layer 1's biases
 
     def __post_init__(self) -> None:
         self.hidden = [int(h) for h in self.hidden]
@@ -117,7 +115,7 @@ class DBNConfig:
             raise ValueError(f"every layer needs >= 1 hidden unit, got hidden={self.hidden}")
         if len(self.epochs) != len(self.hidden) or min(self.epochs) < 1:
             raise ValueError(f"epochs needs one value >= 1 per RBM ({len(self.hidden)}), got {self.epochs}")
-        for name in ("batch_size", "chains", "sweeps", "sample_sweeps"):
+        for name in ("batch_size", "chains", "sweeps"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if not (self.lr > 0 and self.upper_lr > 0 and self.label_lr_factor > 0):
@@ -307,18 +305,18 @@ class DBN(nn.Module):
     # ------------------------------------------------------------------ generation
 
     @torch.no_grad()
-    def sample(self, n: int, labels: np.ndarray | torch.Tensor | Sequence[int] | None = None,
-               gibbs_sweeps: int | None = None, generator: torch.Generator | None = None,
+    def sample(self, n: int, labels: np.ndarray | torch.Tensor | Sequence[int] | None, gibbs_sweeps: int,
+               generator: torch.Generator | None = None,
                down_pass: str | None = None, snapshots: Sequence[int] = (), start: str | None = None,
                ) -> np.ndarray | dict[int, np.ndarray]:
         """``n`` images, (n, 28, 28) uint8 levels in 0..3.
 
         ``labels``: n digits to clamp, or None for unconditional samples (label units free).
-        ``gibbs_sweeps``: top-level sweeps (default: the config's ``sample_sweeps``).
+        ``gibbs_sweeps``: top-level sweeps.
         ``snapshots``: sweep counts (each <= gibbs_sweeps) at which the chains are also
         passed down; then a dict sweep -> images is returned, holding gibbs_sweeps too.
         ``down_pass`` and ``start`` default to the config's ``down_pass`` and ``sample_start``."""
-        sweeps = self.config.sample_sweeps if gibbs_sweeps is None else int(gibbs_sweeps)
+        sweeps = int(gibbs_sweeps)
         mode = self.config.down_pass if down_pass is None else down_pass
         start = self.config.sample_start if start is None else start
         if start not in STARTS:
@@ -337,11 +335,7 @@ class DBN(nn.Module):
         if clamped:
             y = torch.as_tensor(np.asarray(labels), dtype=torch.long)
             top.check_labels(y, n)
-        if start == "pixels":  # each pixel uniform over the levels, then one sampled up-pass
-            noise = torch.randint(0, LEVELS, (n, SIDE, SIDE), generator=generator, dtype=torch.uint8)
-            pen = self.features(noise, len(self.upper) - 1, generator, mode="samples")
-        else:
-            pen = bernoulli(torch.full((n, top.visible), 0.5), generator)
+        pen = self.start_state(n, generator, start)
         if not clamped:  # the free label starts uniform too
             y = torch.randint(0, CLASSES, (n,), generator=generator)
         out: dict[int, np.ndarray] = {}
@@ -355,6 +349,18 @@ class DBN(nn.Module):
         return out if snapshots else out[sweeps]
 
     @torch.no_grad()
+    def start_state(self, n: int, generator: torch.Generator | None, start: str | None = None) -> torch.Tensor:
+        """(n, penultimate units) binary states the top-level chains start from (``start``:
+        see ``STARTS``; default the config's ``sample_start``)."""
+        start = self.config.sample_start if start is None else start
+        if start not in STARTS:
+            raise ValueError(f"start must be one of {STARTS}, got {start!r}")
+        if start == "pixels":  # each pixel uniform over the levels, then one sampled up-pass
+            noise = torch.randint(0, LEVELS, (n, SIDE, SIDE), generator=generator, dtype=torch.uint8)
+            return self.features(noise, len(self.upper) - 1, generator, mode="samples")
+        return bernoulli(torch.full((n, self.top.visible), 0.5), generator)
+
+    @torch.no_grad()
     def down(self, state: torch.Tensor, generator: torch.Generator | None, mode: str) -> np.ndarray:
         """One top-down pass from the penultimate layer's states to pixel levels."""
         for layer in reversed(self.upper[:-1]):
@@ -366,15 +372,18 @@ class DBN(nn.Module):
 
     # ------------------------------------------------------------------ files
 
-    def save(self, path: str | os.PathLike) -> None:
-        """torch.save of a plain dict (config, weights, training record), written atomically."""
+    def save(self, path: str | os.PathLike, **extra: Any) -> dict[str, Any]:
+        """torch.save of a plain dict (config, weights, training record, and ``extra``: a
+        job's own record), written atomically; returns the dict."""
         payload = {"format": SAVE_FORMAT, "kind": "dbn", "config": asdict(self.config),
-                   "state_dict": self.state_dict(), "record": self.record}
+                   "state_dict": self.state_dict(), "record": self.record, **extra}
         with atomic_path(path) as tmp:
             torch.save(payload, tmp)
+        return payload
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> "DBN":
+    def load_payload(cls, path: str | os.PathLike) -> tuple["DBN", dict[str, Any]]:
+        """The DBN in eval mode and the whole dict it was saved in."""
         payload = torch.load(path, map_location="cpu", weights_only=False)
         if payload.get("kind") != "dbn" or payload.get("format") != SAVE_FORMAT:
             raise ValueError(f"{path}: not a DBN file of format {SAVE_FORMAT}")
@@ -382,7 +391,11 @@ class DBN(nn.Module):
         model.load_state_dict(payload["state_dict"])
         model.record = payload["record"]
         model.eval()
-        return model
+        return model, payload
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "DBN":
+        return cls.load_payload(path)[0]
 
 
 # ----------------------------------------------------------------------------- training
@@ -489,10 +502,15 @@ def _train_upper(layer: BernoulliRBM, depth: int, cfg: DBNConfig, inputs: torch.
     return history
 
 
-def train_dbn(cfg: DBNConfig, data: LevelData, seed: int, log: Callable[[str], None] | None = None) -> DBN:
+def train_dbn(cfg: DBNConfig, data: LevelData, seed: int, log: Callable[[str], None] | None = None,
+              checkpoint_path: str | os.PathLike | None = None) -> DBN:
     """Greedy layer-wise PCD training of a DBN on ``data.train_x`` / ``train_y`` (the
     validation split is only used for the label-accuracy diagnostic in the record).
-    Deterministic for a fixed seed and thread count."""
+    Deterministic for a fixed seed and thread count.
+
+    With ``checkpoint_path`` the stack is saved after each layer (weights, history, the
+    run's generator state) and a rerun of the same config, seed and data resumes after the
+    last finished layer with the same result; the file is removed when training ends."""
     check_data(data)
     log = log or (lambda message: None)
     generator = torch.Generator().manual_seed(seed)
@@ -502,18 +520,43 @@ def train_dbn(cfg: DBNConfig, data: LevelData, seed: int, log: Callable[[str], N
     def order(n: int) -> torch.Tensor:  # this epoch's shuffle, from the run's generator
         return torch.randperm(n, generator=generator)
 
-    began = time.process_time()
-    history = _train_bottom(model, cfg, data, generator, order, log)
+    identity = {"config": asdict(cfg), "seed": seed, "n_train": len(data.train_x)}
+    layers_done, history, spent = 0, [], 0.0
+    if checkpoint_path is not None and os.path.exists(checkpoint_path):
+        saved = torch.load(checkpoint_path, map_location="cpu", weights_only=False)
+        if saved["identity"] == identity:
+            model.load_state_dict(saved["state_dict"])
+            generator.set_state(saved["generator"])
+            layers_done, history, spent = saved["layers_done"], saved["history"], saved["cpu_seconds"]
+            log(f"resumed after layer {layers_done - 1} from {checkpoint_path}")
+
+    began = time.process_time() - spent
+
+    def finished(layer: int) -> None:  # a layer is trained: checkpoint the stack
+        if checkpoint_path is not None:
+            state = {"identity": identity, "layers_done": layer + 1, "state_dict": model.state_dict(),
+                     "generator": generator.get_state(), "history": history,
+                     "cpu_seconds": time.process_time() - began}
+            with atomic_path(checkpoint_path) as tmp:
+                torch.save(state, tmp)
+
+    if layers_done == 0:
+        history = _train_bottom(model, cfg, data, generator, order, log)
+        finished(0)
     train_x = torch.from_numpy(np.ascontiguousarray(data.train_x))
     labels = torch.from_numpy(np.asarray(data.train_y, dtype=np.int64))
     inputs = _batched(lambda rows: torch.sigmoid(model.bottom.hidden_activation(rows)), train_x)
     for depth, layer in enumerate(model.upper, start=1):
-        history += _train_upper(layer, depth, cfg, inputs, labels, generator, order, log)
+        if depth >= layers_done:
+            history += _train_upper(layer, depth, cfg, inputs, labels, generator, order, log)
+            finished(depth)
         if layer is not model.top:
             inputs = _batched(layer.hidden_probs, inputs)
     model.eval()
     record: dict[str, Any] = {"seed": seed, "train_cpu_seconds": time.process_time() - began,
                               "n_train": len(data.train_x), "history": history}
+    if checkpoint_path is not None and os.path.exists(checkpoint_path):
+        os.remove(checkpoint_path)
     if len(data.val_x):
         val_x = torch.from_numpy(np.ascontiguousarray(data.val_x))
         predicted = torch.cat([model.classify(val_x[i:i + FEATURE_BATCH]) for i in range(0, len(val_x), FEATURE_BATCH)])

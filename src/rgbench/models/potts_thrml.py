@@ -13,6 +13,11 @@ the seed's sampler), so THRML samples the very models our samplers sample.
   pair factors samples the same distribution but ~200 times slower (XLA gathers), so the
   layer form is what makes THRML usable here; it is still THRML's block-Gibbs machinery
   (blocks, interaction groups, schedule, clamping).
+- A DBN's top-level RBM (``DBNTopGraph``): the same layer form, its binary penultimate layer
+  being a 2-level visible layer, and a label node that is clamped (class-conditional
+  samples) or a free block drawn from softmax(d + U h) (unconditional samples). Only the
+  top-level block Gibbs runs in THRML; the up-pass that starts it and the directed
+  top-down pass after it are the DBN's own (torch).
 
 Programs are built inside jitted functions from parameter arrays, so one compilation
 serves every seed of a model (same shapes); THRML's own jit of a program is the cost that
@@ -26,7 +31,7 @@ import os
 import sys
 import time
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 import torch.nn as nn
@@ -34,6 +39,9 @@ import torch.nn as nn
 from rgbench.data.preprocess import LEVELS
 from rgbench.models.potts import PottsModel
 from rgbench.models.rbm import CategoricalRBM
+
+if TYPE_CHECKING:
+    from rgbench.models.dbn import DBN
 
 
 def configure_jax(threads: int = 1) -> None:
@@ -138,9 +146,28 @@ class LatticeFactorGraph:
 
 # ----------------------------------------------------------------------------- RBMs
 
-def _rbm_classes() -> tuple[type, type, type, type, type, type]:
-    """THRML node, interaction and sampler classes of the layer-form RBM (defined on
-    first use so that importing this module never imports jax)."""
+@dataclass(frozen=True)
+class _LayerClasses:
+    """The layer form's THRML classes (see :func:`_rbm_classes`)."""
+    visible_layer: type  # node: a whole visible layer, state (sites,) levels
+    hidden_layer: type  # node: a whole hidden layer, state (H,) bits
+    visible_to_hidden: type  # interaction: W and c, read by the hidden layer
+    hidden_to_visible: type  # interaction: W^T and b, read by the visible layer
+    label_to_hidden: type  # interaction: U, read by the hidden layer from a (clamped or free) label
+    hidden_to_label: type  # interaction: U^T and d, read by a free label
+    hidden_sampler: type
+    visible_sampler: type
+    label_sampler: type
+
+
+def _rbm_classes() -> _LayerClasses:
+    """THRML node, interaction and sampler classes of the layer-form RBMs (defined on first
+    use so that importing this module never imports jax).
+
+    A visible layer has ``levels`` states per site in the reference gauge (level 0 has no
+    weights). The categorical RBMs use 4 levels; a Bernoulli layer (the DBN's penultimate
+    layer) is the 2-level case: one_hot(v, 2)[:, 1:] is v itself and softmax(0, a) puts
+    sigmoid(a) on level 1, so the same samplers serve both and one set of code is tested."""
     import equinox as eqx
     import jax
     import jax.numpy as jnp
@@ -153,23 +180,30 @@ def _rbm_classes() -> tuple[type, type, type, type, type, type]:
         """All hidden units; its state is the (H,) vector of bits."""
 
     class VisibleToHidden(eqx.Module):
-        """Input of the hidden layer from the visible one: weights (1, sites * 3, H) in the
-        reference gauge (level 0 has no row) and the hidden bias (1, H)."""
+        """Input of the hidden layer from the visible one: weights (1, sites * (levels - 1), H)
+        in the reference gauge (level 0 has no row) and the hidden bias (1, H)."""
         weight: jax.Array
         bias: jax.Array
 
     class HiddenToVisible(eqx.Module):
-        """Input of the visible layer from the hidden one: weights (1, H, sites * 3) and
-        the visible bias (1, sites * 3)."""
+        """Input of the visible layer from the hidden one: weights (1, H, sites * (levels - 1))
+        and the visible bias (1, sites * (levels - 1))."""
         weight: jax.Array
         bias: jax.Array
 
     class LabelToHidden(eqx.Module):
-        """Input of the hidden layer from a clamped label: U (1, K, H)."""
+        """Input of the hidden layer from a label node (clamped or free): U (1, K, H)."""
         weight: jax.Array
 
+    class HiddenToLabel(eqx.Module):
+        """Input of a free label from the hidden layer: U^T (1, H, K) and the label bias (1, K)."""
+        weight: jax.Array
+        bias: jax.Array
+
     class HiddenConditional(AbstractConditionalSampler):
-        """h_j ~ Bernoulli(sigmoid(c_j + sum_i W_i[v_i, j] + U_yj))."""
+        """h_j ~ Bernoulli(sigmoid(c_j + sum_i W_i[v_i, j] + U_yj)), the visible layer having
+        ``levels`` levels per site."""
+        levels: int
 
         def sample(self, key, interactions, active_flags, states, sampler_state, output_sd):
             act = None
@@ -177,7 +211,7 @@ def _rbm_classes() -> tuple[type, type, type, type, type, type]:
                 tail = state[0][0, 0]  # one head node, one interaction of this group
                 if isinstance(interaction, VisibleToHidden):
                     weight = interaction.weight[0, 0]
-                    onehot = jax.nn.one_hot(tail, LEVELS, dtype=weight.dtype)[:, 1:].reshape(-1)
+                    onehot = jax.nn.one_hot(tail, self.levels, dtype=weight.dtype)[:, 1:].reshape(-1)
                     term = onehot @ weight + interaction.bias[0, 0]
                 else:
                     term = interaction.weight[0, 0][tail]
@@ -186,20 +220,32 @@ def _rbm_classes() -> tuple[type, type, type, type, type, type]:
             return bits.astype(output_sd.dtype)[None], sampler_state
 
     class VisibleConditional(AbstractConditionalSampler):
-        """v_i ~ softmax over levels of (0, b_i1 + W_i1 h, ..., b_i3 + W_i3 h)."""
+        """v_i ~ softmax over levels of (0, b_i1 + W_i1 h, ..., b_i(L-1) + W_i(L-1) h); for
+        2 levels, v_i ~ Bernoulli(sigmoid(b_i + W_i h))."""
         sites: int
+        levels: int
 
         def sample(self, key, interactions, active_flags, states, sampler_state, output_sd):
             interaction, state = interactions[0], states[0]
             weight = interaction.weight[0, 0]
             hidden = state[0][0, 0].astype(weight.dtype)
-            partial = (hidden @ weight + interaction.bias[0, 0]).reshape(self.sites, LEVELS - 1)
+            partial = (hidden @ weight + interaction.bias[0, 0]).reshape(self.sites, self.levels - 1)
             logits = jnp.concatenate([jnp.zeros((self.sites, 1), partial.dtype), partial], axis=1)
             levels = jax.random.categorical(key, logits, axis=-1)
             return levels.astype(output_sd.dtype)[None], sampler_state
 
-    return (VisibleLayer, HiddenLayer, VisibleToHidden, HiddenToVisible, LabelToHidden,
-            (HiddenConditional, VisibleConditional))
+    class LabelConditional(AbstractConditionalSampler):
+        """A free label: y ~ softmax_y(d_y + sum_j U_yj h_j)."""
+
+        def sample(self, key, interactions, active_flags, states, sampler_state, output_sd):
+            interaction, state = interactions[0], states[0]
+            weight = interaction.weight[0, 0]
+            hidden = state[0][0, 0].astype(weight.dtype)
+            label = jax.random.categorical(key, hidden @ weight + interaction.bias[0, 0])
+            return label.astype(output_sd.dtype)[None], sampler_state
+
+    return _LayerClasses(VisibleLayer, HiddenLayer, VisibleToHidden, HiddenToVisible, LabelToHidden, HiddenToLabel,
+                         HiddenConditional, VisibleConditional, LabelConditional)
 
 
 class RBMLayerGraph:
@@ -211,28 +257,32 @@ class RBMLayerGraph:
         from thrml import Block, CategoricalNode
         from thrml.pgm import DEFAULT_NODE_SHAPE_DTYPES
 
-        (visible_cls, hidden_cls, self._v2h, self._h2v, self._y2h,
-         (self._hidden_sampler, self._visible_sampler)) = _rbm_classes()
+        self._kinds = _rbm_classes()
         self.sites, self.hidden, self.classes = sites, hidden, classes
-        self.visible_node, self.hidden_node = visible_cls(), hidden_cls()
+        self.visible_node, self.hidden_node = self._kinds.visible_layer(), self._kinds.hidden_layer()
         self.visible_block, self.hidden_block = Block([self.visible_node]), Block([self.hidden_node])
         self.label_block = Block([CategoricalNode()]) if classes else None
         self.shapes = dict(DEFAULT_NODE_SHAPE_DTYPES)
-        self.shapes[visible_cls] = jax.ShapeDtypeStruct((sites,), jnp.uint8)
-        self.shapes[hidden_cls] = jax.ShapeDtypeStruct((hidden,), jnp.uint8)
+        self.shapes[self._kinds.visible_layer] = jax.ShapeDtypeStruct((sites,), jnp.uint8)
+        self.shapes[self._kinds.hidden_layer] = jax.ShapeDtypeStruct((hidden,), jnp.uint8)
 
     def program(self, weight: Any, visible_bias: Any, hidden_bias: Any, label_weight: Any | None = None) -> Any:
         """weight (sites * 3, H), visible_bias (sites * 3,), hidden_bias (H,), label_weight (K, H)."""
         from thrml import BlockGibbsSpec, BlockSamplingProgram, InteractionGroup
 
-        groups = [InteractionGroup(self._v2h(weight[None], hidden_bias[None]), self.hidden_block, [self.visible_block]),
-                  InteractionGroup(self._h2v(weight.T[None], visible_bias[None]), self.visible_block, [self.hidden_block])]
+        kinds = self._kinds
+        groups = [InteractionGroup(kinds.visible_to_hidden(weight[None], hidden_bias[None]), self.hidden_block,
+                                   [self.visible_block]),
+                  InteractionGroup(kinds.hidden_to_visible(weight.T[None], visible_bias[None]), self.visible_block,
+                                   [self.hidden_block])]
         clamped = []
         if self.label_block is not None:
-            groups.append(InteractionGroup(self._y2h(label_weight[None]), self.hidden_block, [self.label_block]))
+            groups.append(InteractionGroup(kinds.label_to_hidden(label_weight[None]), self.hidden_block,
+                                           [self.label_block]))
             clamped = [self.label_block]
         spec = BlockGibbsSpec([self.hidden_block, self.visible_block], clamped, self.shapes)
-        return BlockSamplingProgram(spec, [self._hidden_sampler(), self._visible_sampler(self.sites)], groups)
+        samplers = [kinds.hidden_sampler(LEVELS), kinds.visible_sampler(self.sites, LEVELS)]
+        return BlockSamplingProgram(spec, samplers, groups)
 
     @property
     def blocks(self) -> list:
@@ -250,6 +300,150 @@ class RBMLayerGraph:
 
     def clamp(self, labels: np.ndarray | None, chains: int) -> list[np.ndarray]:
         return clamped_labels(self.label_block is not None, labels, chains)
+
+
+class DBNTopGraph:
+    """The top-level RBM of a DBN (:class:`rgbench.models.dbn.BernoulliRBM` over the binary
+    penultimate layer v and a one-hot label y, binary hidden units h) as THRML layer nodes,
+    so THRML runs the top-level block Gibbs of ``DBN.sample``; the up-pass that starts it
+    and the directed top-down pass after it stay in torch.
+
+    The penultimate layer is the categorical RBM's visible layer with 2 levels (same node
+    class and samplers, see :func:`_rbm_classes`); the label is one ``CategoricalNode`` of
+    ``classes`` states, read by the hidden layer through U. A sweep is the torch sampler's:
+    h | v, y; then v | h and, with the label free, y | h. With ``clamp_labels`` the label is
+    a clamped block (class-conditional samples); otherwise it is a free block in one
+    superblock with the penultimate layer: both are drawn from the same h (they are
+    conditionally independent given h), as ``BernoulliRBM.gibbs`` draws them."""
+
+    def __init__(self, visible: int, hidden: int, classes: int, clamp_labels: bool) -> None:
+        import jax
+        import jax.numpy as jnp
+        from thrml import Block, CategoricalNode
+        from thrml.pgm import DEFAULT_NODE_SHAPE_DTYPES
+
+        # a label is a uint8 CategoricalNode state, hence at most 256 classes
+        if visible < 1 or hidden < 1 or not 1 <= classes <= 256:
+            raise ValueError(f"invalid top RBM sizes: visible={visible}, hidden={hidden}, classes={classes}")
+        self._kinds = _rbm_classes()
+        self.visible, self.hidden, self.classes = visible, hidden, classes
+        self.clamp_labels = bool(clamp_labels)
+        self.hidden_block = Block([self._kinds.hidden_layer()])
+        self.penultimate_block = Block([self._kinds.visible_layer()])
+        self.label_block = Block([CategoricalNode()])
+        self.shapes = dict(DEFAULT_NODE_SHAPE_DTYPES)
+        self.shapes[self._kinds.visible_layer] = jax.ShapeDtypeStruct((visible,), jnp.uint8)
+        self.shapes[self._kinds.hidden_layer] = jax.ShapeDtypeStruct((hidden,), jnp.uint8)
+
+    def program(self, weight: Any, visible_bias: Any, hidden_bias: Any, label_weight: Any, label_bias: Any) -> Any:
+        """weight W (visible, H), visible_bias b (visible,), hidden_bias c (H,), label_weight
+        U (K, H), label_bias d (K,): ``BernoulliRBM``'s parameters (d is unused when the
+        label is clamped: it is constant given y). jnp arrays or tracers; shapes are checked
+        here, at trace time, because a wrong shape would otherwise surface as an obscure
+        XLA broadcasting error."""
+        from thrml import BlockGibbsSpec, BlockSamplingProgram, InteractionGroup
+
+        expected = {"weight": (self.visible, self.hidden), "visible_bias": (self.visible,),
+                    "hidden_bias": (self.hidden,), "label_weight": (self.classes, self.hidden),
+                    "label_bias": (self.classes,)}
+        given = dict(zip(expected, (weight, visible_bias, hidden_bias, label_weight, label_bias)))
+        for name, shape in expected.items():
+            if tuple(given[name].shape) != shape:
+                raise ValueError(f"{name} must have shape {shape}, got {tuple(given[name].shape)}")
+        kinds = self._kinds
+        groups = [InteractionGroup(kinds.visible_to_hidden(weight[None], hidden_bias[None]), self.hidden_block,
+                                   [self.penultimate_block]),
+                  InteractionGroup(kinds.label_to_hidden(label_weight[None]), self.hidden_block, [self.label_block]),
+                  InteractionGroup(kinds.hidden_to_visible(weight.T[None], visible_bias[None]), self.penultimate_block,
+                                   [self.hidden_block])]
+        samplers = [kinds.hidden_sampler(2), kinds.visible_sampler(self.visible, 2)]
+        if self.clamp_labels:
+            spec = BlockGibbsSpec([self.hidden_block, self.penultimate_block], [self.label_block], self.shapes)
+        else:
+            groups.append(InteractionGroup(kinds.hidden_to_label(label_weight.T[None], label_bias[None]),
+                                           self.label_block, [self.hidden_block]))
+            samplers.append(kinds.label_sampler())
+            spec = BlockGibbsSpec([self.hidden_block, (self.penultimate_block, self.label_block)], [], self.shapes)
+        return BlockSamplingProgram(spec, samplers, groups)
+
+    @property
+    def blocks(self) -> list:
+        """The free blocks in the state list's order: hidden, penultimate (and the free label)."""
+        free = [self.hidden_block, self.penultimate_block]
+        return free if self.clamp_labels else free + [self.label_block]
+
+    def to_state(self, penultimate: np.ndarray, labels: np.ndarray | None, rng: np.random.Generator
+                 ) -> list[np.ndarray]:
+        """(C, visible) 0/1 starts -> [hidden (C, 1, H) random bits, penultimate (C, 1, visible)]
+        and, with the label free, its start (C, 1), all uint8. The first sweep draws h from
+        (v, y), so the hidden start is never read but the free label's start is; ``labels``
+        None draws it uniformly from ``rng`` (``DBN.sample``'s start), and it is ignored
+        when the label is clamped (:meth:`clamp` holds it)."""
+        pen = np.asarray(penultimate)
+        if pen.ndim != 2 or pen.shape[1] != self.visible:
+            raise ValueError(f"expected (chains, {self.visible}) penultimate states, got shape {pen.shape}")
+        if pen.size and not np.isin(pen, (0, 1)).all():
+            raise ValueError("penultimate states must be 0 or 1")
+        chains = len(pen)
+        state = [rng.integers(0, 2, size=(chains, 1, self.hidden), dtype=np.uint8),
+                 pen.astype(np.uint8).reshape(chains, 1, self.visible)]
+        if not self.clamp_labels:
+            start = rng.integers(0, self.classes, size=chains) if labels is None else self._checked(labels, chains)
+            state.append(start.astype(np.uint8).reshape(chains, 1))
+        return state
+
+    def clamp(self, labels: np.ndarray | None, chains: int) -> list[np.ndarray]:
+        """The clamped label block's state [(C, 1) uint8], or [] with the label free."""
+        if not self.clamp_labels:
+            return []
+        if labels is None:
+            raise ValueError("a label-clamped top RBM needs labels")
+        return clamped_labels(True, self._checked(labels, chains), chains)
+
+    def penultimate(self, state: list[Any]) -> np.ndarray:
+        """(C, visible) float32 0/1 penultimate states of a ThrmlSampler state list, ready for
+        the torch down pass."""
+        return np.asarray(state[1]).reshape(-1, self.visible).astype(np.float32)
+
+    def hidden_bits(self, state: list[Any]) -> np.ndarray:
+        """(C, H) float32 top hidden bits of a state list: the h of the last sweep, from
+        which ``DBN.sample``'s ``down_pass: probabilities`` takes the mean penultimate layer."""
+        return np.asarray(state[0]).reshape(-1, self.hidden).astype(np.float32)
+
+    def labels(self, state: list[Any], clamped: np.ndarray | None = None) -> np.ndarray:
+        """(C,) int64 labels: the free label block's, or (clamped) the ``clamped`` labels,
+        which the state list does not hold."""
+        if self.clamp_labels:
+            if clamped is None:
+                raise ValueError("a label-clamped top RBM's state holds no labels: pass the clamped ones")
+            return self._checked(clamped, len(np.asarray(state[0]))).astype(np.int64)
+        if clamped is not None:
+            raise ValueError("the label is free: its labels come from the state, pass no clamped labels")
+        return np.asarray(state[2]).reshape(-1).astype(np.int64)
+
+    def _checked(self, labels: np.ndarray, chains: int) -> np.ndarray:
+        """``labels`` as a (chains,) int64 array in [0, classes), or a ValueError (a label out
+        of range would index U out of bounds, which XLA clamps silently)."""
+        y = np.asarray(labels)
+        if y.shape != (chains,):
+            raise ValueError(f"expected {chains} labels, got shape {y.shape}")
+        if y.size and (not np.issubdtype(y.dtype, np.integer) or y.min() < 0 or y.max() >= self.classes):
+            raise ValueError(f"labels must be integers in [0, {self.classes})")
+        return y.astype(np.int64)
+
+
+def dbn_top_graph(dbn: DBN, clamp_labels: bool) -> tuple[DBNTopGraph, tuple]:
+    """(graph, params as graph.program takes them, numpy float32) for a trained
+    :class:`rgbench.models.dbn.DBN`: its top RBM, label clamped or free."""
+    from rgbench.models.dbn import DBN  # here, not at the top: dbn may come to import this module
+
+    if not isinstance(dbn, DBN):
+        raise TypeError(f"expected a DBN, got {type(dbn).__name__}")
+    top = dbn.top
+    graph = DBNTopGraph(top.visible, top.hidden, top.classes, clamp_labels)
+    params = tuple(getattr(top, name).detach().cpu().numpy().astype(np.float32)
+                   for name in ("weight", "visible_bias", "hidden_bias", "label_weight", "label_bias"))
+    return graph, params
 
 
 def thrml_graph(model: nn.Module) -> tuple[Any, tuple, Callable[[list[Any]], np.ndarray]]:

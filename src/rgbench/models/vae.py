@@ -29,11 +29,10 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from torch.distributions import Categorical, Normal, kl_divergence
 
 from rgbench.data.preprocess import LEVELS
-from rgbench.models.made import check_labels, check_levels
+from rgbench.models.made import LevelLinear, check_labels, check_levels
 
 
 @dataclass
@@ -67,8 +66,9 @@ class VAE(nn.Module):
         super().__init__()
         self.config = config
         d, levels = config.pixels, config.levels
-        # Encoder input: indicators of levels 1..L-1 per pixel (as the MADE reads images).
-        self.encoder_hidden = nn.Linear(d * (levels - 1), config.hidden)
+        # Encoder input: indicators of levels 1..L-1 per pixel (as the MADE reads images),
+        # read from the levels as a gather-and-sum of weight columns (LevelLinear).
+        self.encoder_hidden = LevelLinear(d, levels, config.hidden)
         self.encoder_out = nn.Linear(config.hidden, 2 * config.latents)  # mean and log standard deviation
         self.decoder_hidden = nn.Linear(config.latents, config.hidden)
         self.decoder_out = nn.Linear(config.hidden, d * levels)
@@ -95,8 +95,7 @@ class VAE(nn.Module):
 
     def posterior(self, x: torch.Tensor, labels: torch.Tensor | None) -> Normal:
         """q(z | x[, y]) for checked (N, D) levels."""
-        inputs = F.one_hot(x, self.config.levels)[..., 1:].flatten(1).to(self.encoder_hidden.weight.dtype)
-        pre = self.encoder_hidden(inputs)
+        pre = self.encoder_hidden(x)
         if labels is not None:
             pre = pre + self.label_encoder(labels)
         mean, log_scale = self.encoder_out(torch.relu(pre)).chunk(2, dim=-1)

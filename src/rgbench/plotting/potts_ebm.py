@@ -86,8 +86,8 @@ def training_figure(epoch_files: Sequence[str], models: Sequence[str], output: s
 
 
 def nll_figure(table_csv: str | os.PathLike, output: str | os.PathLike) -> None:
-    """Test NLL per model (AIS; exact for independent; mean +- sd over seeds), the RBMs'
-    conservative RAISE estimate, and each model's baseline (independent pixels, or the
+    """Test NLL per model with an estimate (AIS; exact for independent; mean +- sd over
+    seeds), the RBMs' conservative RAISE estimate, and each model's baseline (independent pixels, or the
     class mixture of them for the class-conditional models)."""
     table = pd.read_csv(table_csv)
     table = table[table["sampler"] == "block"] if "sampler" in table.columns else table
@@ -96,6 +96,7 @@ def nll_figure(table_csv: str | os.PathLike, output: str | os.PathLike) -> None:
         agg["raise"] = ("test_nll_raise_nats", "mean")
         agg["raise_baseline"] = ("baseline_nll_raise_images_nats", "mean")
     summary = table.groupby("model", sort=False).agg(**agg).reset_index()
+    summary = summary[summary["nll"].notna()].reset_index(drop=True)  # the DBNs have no likelihood estimate
     fig, axes = new_figure(1, 1, width=6.5, height=3.6)
     ax = axes[0, 0]
     x = np.arange(len(summary))
