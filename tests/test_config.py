@@ -19,7 +19,8 @@ from helpers import default_config, merged
 
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMA = str(ROOT / "workflow" / "schemas" / "config.schema.yaml")
-OVERLAYS = {"smoke": ROOT / "config" / "smoke.yaml", "paper": ROOT / "config" / "paper.yaml"}
+OVERLAYS = {"smoke": ROOT / "config" / "smoke.yaml", "paper": ROOT / "config" / "paper.yaml",
+            "dbn": ROOT / "config" / "dbn.yaml"}
 
 
 def preset(name: str) -> dict:
@@ -28,7 +29,7 @@ def preset(name: str) -> dict:
     return base if name == "default" else merged(base, yaml.safe_load(OVERLAYS[name].read_text()))
 
 
-@pytest.mark.parametrize("name", ["default", "smoke", "paper"])
+@pytest.mark.parametrize("name", ["default", "smoke", "paper", "dbn"])
 def test_presets_validate(name: str) -> None:
     config = preset(name)
     validate(config, SCHEMA, set_default=False)
@@ -197,7 +198,7 @@ def _dry_run(*args: str) -> subprocess.CompletedProcess:
     )
 
 
-@pytest.mark.parametrize("name", ["default", "smoke", "paper"])
+@pytest.mark.parametrize("name", ["default", "smoke", "paper", "dbn"])
 def test_dry_run_succeeds(name: str, tmp_path: Path) -> None:
     args = ["--configfile", str(OVERLAYS[name])] if name in OVERLAYS else []
     result = _dry_run(*args, "--config", f"results_dir={tmp_path}/results")
