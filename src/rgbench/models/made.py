@@ -102,7 +102,7 @@ def level_bags(x: torch.Tensor, levels: int) -> tuple[torch.Tensor, torch.Tensor
 
 class LevelLinear(nn.Linear):
     """The input layer of level images: an nn.Linear of the images' indicators of levels
-    1..L-1 (pixel-major, level 0 all zeros; as ``MADE.encode``), optionally with a fixed
+    1..L-1 (pixel-major, level 0 all zeros), optionally with a fixed
     0/1 mask as :class:`MaskedLinear`, whose forward takes the (N, D) int64 levels
     themselves and computes
 
@@ -205,11 +205,6 @@ class MADE(nn.Module):
 
     def check_labels(self, labels: torch.Tensor | None, n: int) -> torch.Tensor | None:
         return check_labels(labels, n, self.config.classes)
-
-    def encode(self, x: torch.Tensor) -> torch.Tensor:
-        """(N, D) levels -> (N, D * (L - 1)) float indicators of levels 1..L-1: the input
-        the first layer (a LevelLinear) reads implicitly; the model never builds it."""
-        return F.one_hot(x, self.config.levels)[..., 1:].flatten(1).to(self.output.weight.dtype)
 
     # ------------------------------------------------------------------ likelihood
 
