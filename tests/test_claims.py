@@ -427,3 +427,22 @@ def test_claims_cite_published_sources_not_our_issues() -> None:
         assert "issue" not in claim.source.lower(), f"{claim.id} cites an issue: it is a target, not a claim"
         assert any(word in claim.source.lower() for word in ("seed", "arxiv", "github", "et al", "repository",
                                                              "notebook", "paper", "pull request")), claim.id
+
+
+# --- timings: one run judged with the machine's run-to-run spread ------------------------
+
+@pytest.mark.parametrize("seconds, expected", [(30.0, "reproduced"), (55.0, "inconclusive"), (110.0, "not_reproduced")])
+def test_timing_cv_gives_one_timing_an_interval(tmp_path: Path, seconds: float, expected: str) -> None:
+    timing = entry(id="learn_seconds", column="learn_seconds", anchor_value=60.0, min_seeds=1, timing_cv=0.23,
+                   verdict={"rule": "at_most", "tolerance": 0.0})
+    result = run(tmp_path, [timing], rows("GloNet", 6, [0.97], learn_seconds=seconds)).loc["learn_seconds"]
+    half = 1.959964 * 0.23 * seconds
+    assert (result["ci_low"], result["ci_high"]) == (pytest.approx(seconds - half, abs=1e-3),
+                                                     pytest.approx(seconds + half, abs=1e-3))
+    assert result["verdict"] == expected and "run-to-run variation" in result["note"]
+
+
+@pytest.mark.parametrize("bad", [0, 1.0, -0.1, "0.2"])
+def test_timing_cv_must_be_a_fraction(bad) -> None:
+    with pytest.raises(ClaimsError, match="timing_cv"):
+        parse_entry(entry(timing_cv=bad), "test.yaml")

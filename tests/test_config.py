@@ -20,7 +20,7 @@ from helpers import default_config, merged
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMA = str(ROOT / "workflow" / "schemas" / "config.schema.yaml")
 OVERLAYS = {"smoke": ROOT / "config" / "smoke.yaml", "paper": ROOT / "config" / "paper.yaml",
-            "dbn": ROOT / "config" / "dbn.yaml"}
+            "dbn": ROOT / "config" / "dbn.yaml", "dtm": ROOT / "config" / "dtm.yaml"}
 
 
 def preset(name: str) -> dict:
@@ -29,7 +29,7 @@ def preset(name: str) -> dict:
     return base if name == "default" else merged(base, yaml.safe_load(OVERLAYS[name].read_text()))
 
 
-@pytest.mark.parametrize("name", ["default", "smoke", "paper", "dbn"])
+@pytest.mark.parametrize("name", ["default", "smoke", "paper", "dbn", "dtm"])
 def test_presets_validate(name: str) -> None:
     config = preset(name)
     validate(config, SCHEMA, set_default=False)
@@ -146,7 +146,9 @@ def _config_dataclasses():
     from rgbench.experiments.glonet import GloNetRunConfig
     from rgbench.experiments.potts_ebm import AnalysisConfig, PottsRunConfig
     from rgbench.experiments.potts_ebm_dbn import DBNSamplingConfig
+    from rgbench.experiments.potts_ebm_dtm import DTMSamplingConfig
     from rgbench.models.dbn import DBNConfig
+    from rgbench.models.dtm import DTMConfig
     from rgbench.experiments.reference_classifier import ReferenceTrainConfig
     from rgbench.experiments.sampler_bench import SamplerBenchConfig
     from rgbench.experiments.spatial_rgm import SpatialEvalConfig, SpatialRunConfig
@@ -165,6 +167,8 @@ def _config_dataclasses():
         (RBMTrainConfig, config["potts_ebm"]["rbm"]),
         (DBNConfig, config["potts_ebm"]["dbn"]),
         (DBNSamplingConfig, config["potts_ebm"]["analysis"]),
+        (DTMConfig, config["potts_ebm"]["dtm"]),
+        (DTMSamplingConfig, config["potts_ebm"]["analysis"]),
         (SamplerBenchConfig, config["sampler_bench"]),
         (SpatialRGMConfig, spatial["model"]),
         (SpatialEvalConfig, spatial["evaluation"]),
@@ -198,7 +202,7 @@ def _dry_run(*args: str) -> subprocess.CompletedProcess:
     )
 
 
-@pytest.mark.parametrize("name", ["default", "smoke", "paper", "dbn"])
+@pytest.mark.parametrize("name", ["default", "smoke", "paper", "dbn", "dtm"])
 def test_dry_run_succeeds(name: str, tmp_path: Path) -> None:
     args = ["--configfile", str(OVERLAYS[name])] if name in OVERLAYS else []
     result = _dry_run(*args, "--config", f"results_dir={tmp_path}/results")

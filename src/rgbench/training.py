@@ -11,6 +11,7 @@ the probe's steps, saves a checkpoint half-way and resumes from it, and measures
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import os
 import random
@@ -60,6 +61,25 @@ def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict[
     if not path.exists():
         return None
     return torch.load(path, map_location=map_location, weights_only=False)
+
+
+def save_model_file(path: str | os.PathLike, kind: str, save_format: int, module: torch.nn.Module, config: Any,
+                    record: Mapping[str, Any], **extra: Any) -> dict[str, Any]:
+    """A trained model as a plain dict (kind, format, config dataclass as a dict, weights, its
+    training record and ``extra``: a job's own record), written atomically; returns the dict."""
+    payload = {"format": save_format, "kind": kind, "config": dataclasses.asdict(config),
+               "state_dict": module.state_dict(), "record": record, **extra}
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+    return payload
+
+
+def load_model_file(path: str | os.PathLike, kind: str, save_format: int) -> dict[str, Any]:
+    """The dict :func:`save_model_file` wrote; a file of another kind or format is an error."""
+    payload = torch.load(path, map_location="cpu", weights_only=False)
+    if payload.get("kind") != kind or payload.get("format") != save_format:
+        raise ValueError(f"{path}: not a {kind.upper()} file of format {save_format}")
+    return payload
 
 
 @dataclass

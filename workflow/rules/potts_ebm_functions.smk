@@ -4,7 +4,16 @@
 POTTS = config["potts_ebm"]
 POTTS_RUN = R("runs/potts_ebm/{run_id}")
 # the config block that trains each model (the independent model is fitted by counting)
-POTTS_TRAINING = {"potts": "pcd", "potts_cond": "pcd", "rbm": "rbm", "rbm_cond": "rbm", "dbn": "dbn", "dbn_cond": "dbn"}
+POTTS_TRAINING = {
+    "potts": "pcd",
+    "potts_cond": "pcd",
+    "rbm": "rbm",
+    "rbm_cond": "rbm",
+    "dbn": "dbn",
+    "dbn_cond": "dbn",
+    "dtm": "dtm",
+    "dtm_cond": "dtm",
+}
 # a model sampled from another's trained file: the label-conditional DBN with its labels free
 POTTS_TRAINED_AS = {"dbn": "dbn_cond"}
 POTTS_FIGURES = ["samples", "digits", "training", "nll"]
@@ -91,22 +100,27 @@ def potts_thrml_handoff(wildcards):
     return canonical({"run": POTTS_THRML[wildcards.run_id], "thrml": thrml})
 
 
-# analysis keys only the DBN runs read, and the ones they share with the other runs (a DBN is
-# sampled and scored, not annealed): editing a DBN key reruns no other run, and vice versa
-POTTS_DBN_ONLY = ("dbn_sample_sweeps", "long_sweeps_factor")
-POTTS_DBN_SHARED = ("checkpoints", "ceiling_images", "memorisation_images")
+# The rows that are sampled and scored but not annealed (DBN, DTM) read only these analysis
+# keys, and the keys of POTTS_SAMPLED_ONLY go to them alone: editing one reruns no other run.
+POTTS_SAMPLED_KEYS = {
+    "dbn": ("checkpoints", "ceiling_images", "memorisation_images", "dbn_sample_sweeps", "long_sweeps_factor"),
+    "dtm": ("ceiling_images", "memorisation_images", "long_sweeps_factor"),
+}
+POTTS_SAMPLED_ONLY = ("dbn_sample_sweeps", "long_sweeps_factor")
 
 
-def potts_is_dbn(run):
-    return POTTS_TRAINING.get(run["model"]) == "dbn"
+def potts_sampled_keys(run):
+    """The analysis keys a sampled-only row reads (None: an annealed row, which reads the rest)."""
+    return POTTS_SAMPLED_KEYS.get(POTTS_TRAINING.get(run["model"]))
 
 
 def potts_analysis(run):
     analysis = POTTS["analysis"]
-    if potts_is_dbn(run):
-        keys = ["samples", *POTTS_DBN_SHARED, *POTTS_DBN_ONLY]
+    sampled = potts_sampled_keys(run)
+    if sampled:
+        keys = ["samples", *sampled]
     else:
-        keys = [k for k in analysis if k not in POTTS_DBN_ONLY]
+        keys = [k for k in analysis if k not in POTTS_SAMPLED_ONLY]
     return settings(analysis, *keys, seed=int(run["seed"]))
 
 
@@ -114,8 +128,9 @@ def potts_thrml_settings(run):
     """What a THRML job reads: its chain count and the sampling protocol it shares with the
     evaluate jobs. The THRML models and seeds choose which jobs exist (POTTS_THRML), so
     they are no job's setting: editing them reruns no existing job."""
-    if potts_is_dbn(run):
-        shared, extra = (*POTTS_DBN_SHARED, *POTTS_DBN_ONLY), {"seed": int(run["seed"])}
+    sampled = potts_sampled_keys(run)
+    if sampled:
+        shared, extra = sampled, {"seed": int(run["seed"])}
     else:
         shared = (
             "conditional_start",
@@ -147,5 +162,8 @@ def potts_first_seed(name, runs, subdir=""):
     return [f"{POTTS_RUN}/{subdir}{name}".format(run_id=key) for key, spec in runs.items() if spec["seed"] == first]
 
 
-# trained runs whose per-update gaps the training figure draws (the DBN keeps per-epoch gaps per layer)
-POTTS_PCD_TRAINED = {key: spec for key, spec in POTTS_TRAINED.items() if POTTS_TRAINING[spec["model"]] != "dbn"}
+# trained runs whose per-update gaps the training figure draws (the DBN and the DTM keep
+# per-epoch gaps per layer or step)
+POTTS_PCD_TRAINED = {
+    key: spec for key, spec in POTTS_TRAINED.items() if POTTS_TRAINING[spec["model"]] in ("pcd", "rbm")
+}

@@ -42,7 +42,8 @@ RULES = ("at_least", "at_most", "within")
 VERDICTS = ("reproduced", "not_reproduced", "inconclusive", "not_run")
 FAILURE_MEANINGS = ("refutes", "supports")
 REQUIRED_KEYS = ("id", "source", "claim", "anchor_value", "experiment", "column", "protocol", "verdict")
-OPTIONAL_KEYS = ("where", "baseline", "min_seeds", "run_with", "failure", "baseline_failure", "trials", "awaits")
+OPTIONAL_KEYS = ("where", "baseline", "min_seeds", "run_with", "failure", "baseline_failure", "trials", "awaits",
+                 "timing_cv")
 ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 CONTRACT_COLUMNS = ["claim_id", "source", "claim", "anchor_value", "measured_value", "spread", "n_seeds", "config",
                     "verdict", "note"]
@@ -109,6 +110,8 @@ class Claim:
     baseline_failure: str = "refutes"  # what a failed baseline run means
     trials: str | int | None = None  # a single run's value is a proportion of this many trials
     awaits: Mapping[str, str] = field(default_factory=dict)  # column -> what would record it
+    # a timing's run-to-run coefficient of variation on one machine: one run's interval
+    timing_cv: float | None = None
 
     @property
     def threshold(self) -> float:
@@ -168,8 +171,13 @@ def _parse_extras(entry: Mapping[str, Any], name: str, has_baseline: bool) -> di
     _require(isinstance(awaits, dict) and all(isinstance(k, str) and isinstance(v, str) and v.strip()
                                               for k, v in awaits.items()),
              f"{name}: awaits must map a column to what would record it, got {awaits!r}")
+    timing_cv = entry.get("timing_cv")
+    _require(timing_cv is None or (_is_number(timing_cv) and 0 < timing_cv < 1),
+             f"{name}: timing_cv must be a number in (0, 1), got {timing_cv!r}")
+    _require(timing_cv is None or trials is None, f"{name}: a claim has trials or timing_cv, not both")
     return {"failure": entry.get("failure", "refutes"), "baseline_failure": entry.get("baseline_failure", "refutes"),
-            "trials": trials, "awaits": {k: " ".join(v.split()) for k, v in awaits.items()}}
+            "trials": trials, "awaits": {k: " ".join(v.split()) for k, v in awaits.items()},
+            "timing_cv": None if timing_cv is None else float(timing_cv)}
 
 
 def parse_entry(entry: Any, origin: str, experiments: Iterable[str] | None = None) -> Claim:
@@ -421,8 +429,15 @@ class Judgement:
 
 def _single_run(claim: Claim, rows: pd.DataFrame, value: float,
                 base: pd.DataFrame | None = None) -> tuple[Estimate | None, str]:
-    """One run's (or seed pair's) interval: Wilson for a proportion of ``trials``, else the
-    ``<column>_se`` (of both runs, combined), else a point; and the note saying what it covers."""
+    """One run's (or seed pair's) interval: Wilson for a proportion of ``trials``, the
+    machine's run-to-run spread for a timing with ``timing_cv``, else the ``<column>_se``
+    (of both runs, combined), else a point; and the note saying what it covers."""
+    if claim.timing_cv is not None and base is None:
+        # A CPU-time measured once moves with the machine's speed at that hour and with what
+        # shares its core; judged as a point, its verdict flips between runs of the same code.
+        return estimate(np.array([value]), np.array([claim.timing_cv * value])), (
+            f"one timing: the interval is this machine's run-to-run variation of it (coefficient of variation "
+            f"{claim.timing_cv:g} over repeated runs of the same code), not a spread this run measured")
     trials = None if base is not None else claim.trials
     if isinstance(trials, str) and trials not in rows.columns:
         return None, _missing_column(claim, trials) + f" (the trials behind one run's {claim.column})"

@@ -5,7 +5,9 @@ Models: ``independent`` (pixels, fitted by counting: the baseline), the seed's l
 models ``potts`` and ``potts_cond`` (one bias field per digit), categorical RBMs
 ``rbm`` and ``rbm_cond`` (label units joined to the hidden layer), and a label-conditional
 deep belief net sampled with its label clamped (``dbn_cond``) or free (``dbn``): its jobs
-are in :mod:`rgbench.experiments.potts_ebm_dbn`.
+are in :mod:`rgbench.experiments.potts_ebm_dbn`; and a denoising chain of conditional RBMs
+after Extropic's DTMs, unconditional (``dtm``) or label-clamped (``dtm_cond``), in
+:mod:`rgbench.experiments.potts_ebm_dtm`.
 
 Jobs:
 
@@ -65,7 +67,8 @@ log = get_logger("potts_ebm")
 
 EXPERIMENT = "potts_ebm"
 DBN_MODELS = ("dbn", "dbn_cond")  # rgbench.experiments.potts_ebm_dbn (kept in step there)
-MODELS = ("independent", *LATTICE_MODELS, *RBM_MODELS, *DBN_MODELS)
+DTM_MODELS = ("dtm", "dtm_cond")  # rgbench.experiments.potts_ebm_dtm
+MODELS = ("independent", *LATTICE_MODELS, *RBM_MODELS, *DBN_MODELS, *DTM_MODELS)
 # Where sampling chains start. Unconditional models always from uniform noise; conditional
 # ones either from uniform noise too or from the class-conditional independent-pixel model's
 # samples of their clamped digit (noise with the digit's pixel marginals, no shape).
@@ -79,8 +82,8 @@ IAT_MIN_SWEEPS = 4  # the shortest energy series integrated_autocorrelation_time
 @dataclass
 class PottsRunConfig:
     """One run's training hand-off: the model, its seed, data limits and its training
-    block (``pcd`` for the lattice models, ``rbm`` for the RBMs, ``dbn`` for the DBNs;
-    empty for independent)."""
+    block (``pcd`` for the lattice models, ``rbm`` for the RBMs, ``dbn`` for the DBNs,
+    ``dtm`` for the DTMs; empty for independent)."""
 
     model: str
     seed: int
@@ -182,6 +185,9 @@ def table_params(cfg: PottsRunConfig, sampler: str) -> dict[str, Any]:
         dbn = cfg.training
         row.update(epochs="-".join(map(str, dbn["epochs"])), pcd_chains=dbn["chains"], pcd_sweeps=dbn["sweeps"],
                    lr=dbn["lr"], hidden="-".join(map(str, dbn["hidden"])))
+    elif cfg.model in DTM_MODELS:
+        dtm = cfg.training
+        row.update(epochs=dtm["epochs"], pcd_sweeps=dtm["sweeps"], lr=dtm["lr"], hidden=dtm["hidden"])
     return row
 
 
@@ -307,6 +313,20 @@ def score_chains(clf: Any, run: SampleRun, checkpoints: Sequence[int], real_chec
 
 # ----------------------------------------------------------------------------- train and evaluate
 
+def sampled_jobs(model: str) -> Any:
+    """The module holding the train and evaluate jobs of a row that is sampled and scored
+    but not annealed (the DBNs, the DTMs); None for the rows this module runs."""
+    if model in DBN_MODELS:
+        from rgbench.experiments import potts_ebm_dbn
+
+        return potts_ebm_dbn
+    if model in DTM_MODELS:
+        from rgbench.experiments import potts_ebm_dtm
+
+        return potts_ebm_dtm
+    return None
+
+
 def train_job(config: Mapping[str, Any], mnist4: str, model_path: str, epochs_path: str,
               device: str = "auto") -> dict[str, Any]:
     """Fit one model and save it to ``model_path``; per-epoch chains and per-update
@@ -323,12 +343,11 @@ def train_job(config: Mapping[str, Any], mnist4: str, model_path: str, epochs_pa
     if pick_device(device).type != "cpu":
         log.info("PCD training runs on the CPU; device %s is not used", device)
     data = load_levels(mnist4, cfg.train_limit, cfg.test_limit)
-    if cfg.model in DBN_MODELS:
+    sampled = sampled_jobs(cfg.model)
+    if sampled is not None:
         if probe is not None:
-            raise ValueError("the DBN's training has no probe yet: leave the DBNs out of the paper preset's models")
-        from rgbench.experiments import potts_ebm_dbn
-
-        return potts_ebm_dbn.train(cfg, data, model_path, epochs_path)
+            raise ValueError(f"{cfg.model}'s training has no probe yet: leave it out of the paper preset's models")
+        return sampled.train(cfg, data, model_path, epochs_path)
     independent, class_independent = fit_independent(data, cfg.smoothing)
     conditional = cfg.model in CONDITIONAL
     if cfg.model in RBM_MODELS:
@@ -378,15 +397,14 @@ def evaluate_job(config: Mapping[str, Any], analysis: Mapping[str, Any], mnist4:
 
     cfg = build(PottsRunConfig, config)
     analysis, probe = split_probe(analysis)
-    if cfg.model in DBN_MODELS:
+    sampled = sampled_jobs(cfg.model)
+    if sampled is not None:
         if probe is not None:
-            raise ValueError("the DBN's evaluation has no probe yet: leave the DBNs out of the paper preset's models")
+            raise ValueError(f"{cfg.model}'s evaluation has no probe yet: leave it out of the paper preset's models")
         if model_path is None:
             raise ValueError(f"{cfg.model} needs its trained model")
-        from rgbench.experiments import potts_ebm_dbn
-
-        return potts_ebm_dbn.evaluate(cfg, analysis, mnist4, model_path, reference_model, reference_stats, metrics_path,
-                                      samples_path, run_id, device)
+        return sampled.evaluate(cfg, analysis, mnist4, model_path, reference_model, reference_stats, metrics_path,
+                                samples_path, run_id, device)
     acfg = build(AnalysisConfig, analysis)
     seed_everything(acfg.seed)
     generator = torch.Generator().manual_seed(10_000 + acfg.seed)

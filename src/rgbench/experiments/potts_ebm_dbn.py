@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any, Mapping
 
 import numpy as np
@@ -36,11 +36,10 @@ from rgbench.config import build
 from rgbench.data.preprocess import CLASSES, LevelData, load_levels
 from rgbench.evaluation.energy import RaplMeter
 from rgbench.experiments.potts_ebm import (DBN_MODELS, EXPERIMENT, baseline_metrics, fit_independent,
-                                           memorisation_scores, run_provenance, table_params)
-from rgbench.evaluation.samples import SampleRun, ceiling_scores, relative_to_ceiling, save_sample_run, score_samples
-from rgbench.io import save_npz_atomic
+                                           run_provenance, table_params)
+from rgbench.experiments.potts_ebm_sampled import save_runs, save_trained, scored_row
+from rgbench.evaluation.samples import SampleRun
 from rgbench.models.dbn import DBN, FEATURE_BATCH, DBNConfig, train_dbn
-from rgbench.models.pcd import SHOWN_CHAINS
 from rgbench.results import finite_or_none, write_metrics
 from rgbench.runtime import describe_device, get_logger, pick_device, seed_everything
 
@@ -76,17 +75,9 @@ def train(cfg: Any, data: LevelData, model_path: str, epochs_path: str) -> dict[
     # per-layer checkpoint beside the model (not an output, so a killed job resumes from it)
     model = train_dbn(dbn_config(cfg.training, cfg.smoothing), data, cfg.seed, log=log.info,
                       checkpoint_path=Path(model_path).parent / "checkpoint.pt")
-    history = model.record["history"]
-    steps_per_epoch = len(data.train_x) // model.config.batch_size
-    payload = model.save(model_path, run=asdict(cfg), diverged=not all(np.isfinite(h["gap"]) for h in history),
-                         history=history, train_seconds=time.perf_counter() - began,
-                         train_cpu_seconds=model.record["train_cpu_seconds"], n_train=len(data.train_x),
-                         n_val=len(data.val_x), steps_run=steps_per_epoch * len(history), probe=False)
-    save_npz_atomic(epochs_path, layer=np.array([h["layer"] for h in history], dtype=np.int64),
-                    epoch_gap=np.array([h["gap"] for h in history]),
-                    epoch_cpu_seconds=np.array([h["cpu_seconds"] for h in history]))
-    log.info("dbn seed %d: %d layer-epochs in %.1f s, validation label accuracy %.4f", cfg.seed, len(history),
-             payload["train_seconds"], model.record.get("val_label_accuracy", float("nan")))
+    payload = save_trained(model, cfg, data, model_path, epochs_path, began, "layer")
+    log.info("dbn seed %d: %d layer-epochs in %.1f s, validation label accuracy %.4f", cfg.seed,
+             len(payload["history"]), payload["train_seconds"], model.record.get("val_label_accuracy", float("nan")))
     return payload
 
 
@@ -138,21 +129,6 @@ def label_accuracy(model: DBN, data: LevelData) -> float:
     return float((predicted.numpy() == np.asarray(data.test_y)).mean())
 
 
-def score(clf: Any, run: SampleRun, long: SampleRun, checkpoints: list[int], reference_stats: str,
-          ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The budget's scores (the table's columns) and the long run's, prefixed ``long_``."""
-    metrics, extra = score_samples(clf, run, run.labels, checkpoints, reference_stats)
-    long_sweeps = max(long.snapshots)
-    long_metrics, long_extra = score_samples(clf, long, long.labels, [long_sweeps], reference_stats, prefix="long_")
-    metrics.update({k: v for k, v in long_metrics.items()
-                    if k in {"long_fid", "long_recognisable_fraction", "long_class_entropy", "long_min_class_share",
-                             "long_conditional_recognition", "long_sample_sweeps",
-                             "long_cpu_seconds_per_1000_samples"}})
-    extra["long_class_histogram"] = long_extra["class_histogram"]
-    extra["digit_fraction_by_sweep"] = {**extra["digit_fraction_by_sweep"], **long_extra["digit_fraction_by_sweep"]}
-    return metrics, extra
-
-
 def evaluate(cfg: Any, sampling: Mapping[str, Any], mnist4: str, model_path: str, reference_model: str,
              reference_stats: str, metrics_path: str, samples_path: str, run_id: str, device: str) -> dict[str, Any]:
     """The DBN row's evaluate job (``cfg``: PottsRunConfig; ``sampling``: its
@@ -175,16 +151,10 @@ def evaluate(cfg: Any, sampling: Mapping[str, Any], mnist4: str, model_path: str
     metrics["analysis_seconds"] = time.perf_counter() - started
     torch_device = pick_device(device)
     clf = load_reference_classifier(reference_model, device=torch_device)
-    scores, extra = score(clf, run, long, checkpoints, reference_stats)
+    scores, extra = scored_row(clf, data, run, long, checkpoints, reference_stats, acfg.ceiling_images,
+                               acfg.memorisation_images)
     metrics.update(scores)
-    metrics.update(ceiling_scores(clf, data.test_x, data.test_y, min(acfg.ceiling_images, len(data.test_x)),
-                                  reference_stats))
-    relative_to_ceiling(metrics)
-    shown = checkpoints + [long_sweeps]
-    save_sample_run(samples_path, SampleRun(run.images, {**run.snapshots, **long.snapshots}, run.labels,
-                                            run.sweep_seconds, run.sweep_cpu_seconds),
-                    shown, extra["digit_fraction_by_sweep"], SHOWN_CHAINS)
-    metrics.update(memorisation_scores(run.images, data, acfg.memorisation_images, None))
+    save_runs(samples_path, run, long, checkpoints, extra)
     metrics["train_seconds"] = payload["train_seconds"]
     metrics["train_cpu_seconds"] = payload["train_cpu_seconds"]
     metrics["diverged"] = bool(payload["diverged"])

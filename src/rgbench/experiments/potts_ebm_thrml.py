@@ -11,6 +11,13 @@ free); the start (an up-pass from uniform-level noise) and the top-down pass at 
 checkpoint are the model's own torch code, as in our sampler. The cost columns count
 THRML's top-level sweeps only.
 
+The denoising chains (``dtm``, ``dtm_cond``): THRML runs every step's block Gibbs (the
+program of :class:`rgbench.models.potts_thrml.DTMStepGraph`: the step's RBM, the clamped
+conditioning image and, for ``dtm_cond``, the clamped label), steps T..1 from uniform
+noise, each step's last visible sample conditioning the next; one compiled program serves
+every step and both passes. The cost columns count THRML's sweeps only (not the hand-over
+between steps).
+
 Under the paper preset's probe (a ``probe`` block in the ``thrml`` hand-off) THRML runs
 every chain for the probe's few sweeps: its first call (tracing and XLA compilation) is
 paid once whatever the sweeps, so only the calls after it are scaled to the real sweeps.
@@ -19,6 +26,7 @@ paid once whatever the sweeps, so only the calls after it are scaled to the real
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -27,11 +35,12 @@ import torch
 
 from rgbench.config import build
 from rgbench.data.preprocess import load_levels
-from rgbench.data.preprocess import CLASSES
+from rgbench.data.preprocess import CLASSES, LEVELS
 from rgbench.evaluation.samples import SampleRun, ceiling_scores, relative_to_ceiling, save_sample_run
-from rgbench.experiments.potts_ebm import (DBN_MODELS, EXPERIMENT, SIDE, PottsRunConfig, ThrmlConfig, chain_labels,
-                                           chain_start, checkpoints_for, fit_independent, memorisation_scores,
-                                           run_provenance, score_chains, table_params)
+from rgbench.experiments.potts_ebm import (DBN_MODELS, DTM_MODELS, EXPERIMENT, SIDE, PottsRunConfig, ThrmlConfig,
+                                           baseline_metrics, chain_labels, chain_start, checkpoints_for,
+                                           fit_independent, memorisation_scores, run_provenance, score_chains,
+                                           table_params)
 from rgbench.models.pcd import RBM_MODELS, SHOWN_CHAINS, load_trained
 from rgbench.probe import capped, measured, probe_record_path, split_probe
 from rgbench.results import finite_or_none, write_metrics
@@ -61,6 +70,11 @@ def thrml_job(config: Mapping[str, Any], thrml: Mapping[str, Any], mnist4: str, 
         if probe is not None:
             raise ValueError("the DBN's THRML job has no probe yet: leave the DBNs out of the paper preset's models")
         return dbn_thrml_job(run_cfg, thrml, data, mnist4, model_path, reference_model, reference_stats, metrics_path,
+                             samples_path, run_id, device, started)
+    if run_cfg.model in DTM_MODELS:
+        if probe is not None:
+            raise ValueError("the DTM's THRML job has no probe yet: leave the DTMs out of the paper preset's models")
+        return dtm_thrml_job(run_cfg, thrml, data, mnist4, model_path, reference_model, reference_stats, metrics_path,
                              samples_path, run_id, device, started)
     cfg = build(ThrmlConfig, thrml)
     kind, model, payload = load_trained(model_path)
@@ -118,6 +132,7 @@ def dbn_thrml_job(run_cfg: PottsRunConfig, sampling: Mapping[str, Any], data: An
     scored at the budget and at the long run's sweeps), THRML running the top RBM."""
     from rgbench.evaluation.reference import load_reference_classifier
     from rgbench.experiments import potts_ebm_dbn
+    from rgbench.experiments.potts_ebm_sampled import save_runs, scored_row
     from rgbench.models.potts_thrml import ThrmlSampler, dbn_top_graph
 
     cfg = build(potts_ebm_dbn.DBNSamplingConfig, sampling)
@@ -149,16 +164,12 @@ def dbn_thrml_job(run_cfg: PottsRunConfig, sampling: Mapping[str, Any], data: An
     long = SampleRun(result.images, {long_sweeps: result.images}, labels, result.sweep_seconds,
                      result.sweep_cpu_seconds)
     clf = load_reference_classifier(reference_model, device=pick_device(device))
-    metrics, extra = potts_ebm_dbn.score(clf, run, long, checkpoints, reference_stats)
-    metrics.update(ceiling_scores(clf, data.test_x, data.test_y, min(cfg.ceiling_images, len(data.test_x)),
-                                  reference_stats))
-    relative_to_ceiling(metrics)
-    metrics.update(memorisation_scores(run.images, data, cfg.memorisation_images, None))
+    metrics, extra = scored_row(clf, data, run, long, checkpoints, reference_stats, cfg.ceiling_images,
+                                cfg.memorisation_images)
     metrics["first_call_seconds"] = result.compile_seconds
     metrics["train_cpu_seconds"] = payload["train_cpu_seconds"]
     metrics = {k: (finite_or_none(v) if isinstance(v, float) else v) for k, v in metrics.items()}
-    save_sample_run(samples_path, SampleRun(run.images, snapshots, labels, run.sweep_seconds, run.sweep_cpu_seconds),
-                    checkpoints + [long_sweeps], extra["digit_fraction_by_sweep"], SHOWN_CHAINS)
+    save_runs(samples_path, run, long, checkpoints, extra)
     write_metrics(metrics_path, experiment=EXPERIMENT, run_id=f"{run_id}_sampler-thrml",
                   params=table_params(run_cfg, "thrml"), seed=run_cfg.seed, metrics=metrics,
                   wall_seconds=time.perf_counter() - started, device="cpu (jax)", extra=extra,
@@ -166,4 +177,106 @@ def dbn_thrml_job(run_cfg: PottsRunConfig, sampling: Mapping[str, Any], data: An
     log.info("thrml %s seed %d: recognisable %.3f at %d sweeps, %.3f at %d; first call %.1f s, %.4f s per sweep",
              kind, run_cfg.seed, metrics["recognisable_fraction"], budget, metrics["long_recognisable_fraction"],
              long_sweeps, result.compile_seconds, result.sweep_seconds)
+    return metrics
+
+
+@dataclass
+class DTMThrmlPass:
+    """One pass of THRML's DTM chains from uniform noise through every step."""
+
+    snapshots: dict[int, np.ndarray]  # sweeps from the start -> (C, 28, 28) levels after each step
+    call_seconds: list[float]  # wall seconds per sweep of every call (the compiling first call left out)
+    call_cpu_seconds: list[float]
+    first_call_seconds: float | None  # the pass's first call, when it compiled the program
+
+
+def dtm_thrml_pass(sampler: Any, graph: Any, step_params: list[tuple], start: np.ndarray, labels: np.ndarray,
+                   sweeps: int, seed: int, stream: int, rng: np.random.Generator, compiled: bool) -> DTMThrmlPass:
+    """``sweeps`` THRML sweeps of each step's chain, steps T..1 (``step_params[i - 1]``: step
+    i's :func:`rgbench.models.potts_thrml.dtm_step_params`), from x_T = ``start``, each
+    step's chains starting from and clamped to the previous step's last visible sample
+    (``DTM.sample``'s protocol). Each (``seed``, ``stream``, step) draws its own JAX keys;
+    ``rng`` draws the hidden starts (never read). ``compiled``: the sampler has run before,
+    so its first call here is timed like the rest."""
+    x = np.asarray(start, dtype=np.uint8)
+    height, width = x.shape[1:]
+    snapshots: dict[int, np.ndarray] = {}
+    walls: list[float] = []
+    cpus: list[float] = []
+    first = None
+    for done, step in enumerate(range(len(step_params), 0, -1), start=1):
+        key = int(np.random.SeedSequence([seed, stream, step]).generate_state(1)[0])
+        state, clamp = graph.to_state(x, rng), graph.clamp(x, labels if len(labels) else None)
+        result = sampler.run(step_params[step - 1], state, clamp, sweeps, key,
+                             lambda current: graph.to_images(current, height, width))
+        skip = 0 if compiled else 1  # the sampler's first call ever traces and compiles the program
+        if not compiled:
+            first, compiled = result.compile_seconds, True
+        walls += result.call_seconds[skip:]
+        cpus += result.call_cpu_seconds[skip:]
+        x = result.images
+        snapshots[done * sweeps] = x
+    return DTMThrmlPass(snapshots, walls, cpus, first)
+
+
+def dtm_thrml_job(run_cfg: PottsRunConfig, sampling: Mapping[str, Any], data: Any, mnist4: str, model_path: str,
+                  reference_model: str, reference_stats: str, metrics_path: str, samples_path: str, run_id: str,
+                  device: str, started: float) -> dict[str, Any]:
+    """THRML's samples of a DTM: the evaluate job's protocol (chains from uniform noise
+    through every step, the budget pass at the trained sweeps per step and a long pass
+    from fresh noise at ``long_sweeps_factor`` times as many, snapshots after each step),
+    THRML running every step's block Gibbs; scored and saved as the evaluate job's row."""
+    from rgbench.evaluation.reference import load_reference_classifier
+    from rgbench.experiments import potts_ebm_dtm
+    from rgbench.experiments.potts_ebm_sampled import save_runs, scored_row
+    from rgbench.models.dtm import DTM
+    from rgbench.models.potts_thrml import ThrmlSampler, dtm_step_graph, dtm_step_params
+
+    cfg = build(potts_ebm_dtm.DTMSamplingConfig, sampling)
+    kind = run_cfg.model
+    model, payload = DTM.load_payload(model_path)
+    if model.conditional != (kind == "dtm_cond"):
+        raise ValueError(f"{kind} samples a DTM {'with' if kind == 'dtm_cond' else 'without'} labels; "
+                         f"{model_path} holds one {'with' if model.conditional else 'without'}")
+    steps, sweeps = model.config.steps, model.config.sweeps
+    couplings = model.coupling.detach().cpu().numpy()
+    graph, _ = dtm_step_graph(model.rbms[0], float(couplings[0]))  # one graph (sizes only) for every step
+    step_params = [dtm_step_params(rbm, float(j)) for rbm, j in zip(model.rbms, couplings)]
+    sampler = ThrmlSampler(graph.program, graph.blocks)
+    generator = torch.Generator().manual_seed(20_000 + run_cfg.seed)
+    rng = np.random.default_rng(run_cfg.seed)
+    labels = potts_ebm_dtm.chain_labels(kind, cfg.samples)
+    passes = []
+    for index, pass_sweeps in enumerate((sweeps, sweeps * cfg.long_sweeps_factor)):
+        start = torch.randint(0, LEVELS, (cfg.samples, SIDE, SIDE), generator=generator, dtype=torch.uint8).numpy()
+        passes.append(dtm_thrml_pass(sampler, graph, step_params, start, labels, pass_sweeps, 30_000 + run_cfg.seed,
+                                     index, rng, compiled=index > 0))
+    budget, long_pass = passes
+    # per-sweep cost: the median over every warm call of both passes (one program, as the DBN's rows)
+    sweep_seconds = float(np.median(budget.call_seconds + long_pass.call_seconds))
+    sweep_cpu_seconds = float(np.median(budget.call_cpu_seconds + long_pass.call_cpu_seconds))
+    checkpoints = sorted(budget.snapshots)
+    long_sweeps = max(long_pass.snapshots)
+    run = SampleRun(budget.snapshots[checkpoints[-1]], budget.snapshots, labels, sweep_seconds, sweep_cpu_seconds)
+    long = SampleRun(long_pass.snapshots[long_sweeps], {long_sweeps: long_pass.snapshots[long_sweeps]}, labels,
+                     sweep_seconds, sweep_cpu_seconds)
+    independent, class_independent = fit_independent(data, run_cfg.smoothing)
+    metrics: dict[str, Any] = {**baseline_metrics(model.conditional, data, independent, class_independent),
+                               "test_nll_nats": None, "likelihood_method": "none", "dtm_steps": steps,
+                               "sweeps_per_step": sweeps}
+    clf = load_reference_classifier(reference_model, device=pick_device(device))
+    scores, extra = scored_row(clf, data, run, long, checkpoints, reference_stats, cfg.ceiling_images,
+                               cfg.memorisation_images)
+    metrics.update(scores)
+    metrics["first_call_seconds"] = budget.first_call_seconds
+    metrics["train_cpu_seconds"] = payload["train_cpu_seconds"]
+    metrics = {k: (finite_or_none(v) if isinstance(v, float) else v) for k, v in metrics.items()}
+    save_runs(samples_path, run, long, checkpoints, extra)
+    write_metrics(metrics_path, experiment=EXPERIMENT, run_id=f"{run_id}_sampler-thrml",
+                  params=table_params(run_cfg, "thrml"), seed=run_cfg.seed, metrics=metrics,
+                  wall_seconds=time.perf_counter() - started, device="cpu (jax)", extra=extra,
+                  provenance=run_provenance(payload, data, mnist4, model.parameter_count()))
+    log.info("thrml %s seed %d: recognisable %.3f at %d sweeps, %.3f at %d; first call %.1f s, %.4f s per sweep",
+             kind, run_cfg.seed, metrics["recognisable_fraction"], checkpoints[-1],
+             metrics["long_recognisable_fraction"], long_sweeps, budget.first_call_seconds, sweep_seconds)
     return metrics

@@ -63,6 +63,7 @@ from rgbench.io import atomic_path
 from rgbench.models.pcd import MomentumSchedule, RBMPCDTrainer, RBMTrainConfig, rbm_optimizer
 from rgbench.models.potts import IndependentModel
 from rgbench.models.rbm import CategoricalRBM, RBMConfig, sample_above_reference
+from rgbench.training import load_model_file, save_model_file
 
 SIDE = 28
 FEATURES = ("probabilities", "samples")
@@ -375,18 +376,12 @@ class DBN(nn.Module):
     def save(self, path: str | os.PathLike, **extra: Any) -> dict[str, Any]:
         """torch.save of a plain dict (config, weights, training record, and ``extra``: a
         job's own record), written atomically; returns the dict."""
-        payload = {"format": SAVE_FORMAT, "kind": "dbn", "config": asdict(self.config),
-                   "state_dict": self.state_dict(), "record": self.record, **extra}
-        with atomic_path(path) as tmp:
-            torch.save(payload, tmp)
-        return payload
+        return save_model_file(path, "dbn", SAVE_FORMAT, self, self.config, self.record, **extra)
 
     @classmethod
     def load_payload(cls, path: str | os.PathLike) -> tuple["DBN", dict[str, Any]]:
         """The DBN in eval mode and the whole dict it was saved in."""
-        payload = torch.load(path, map_location="cpu", weights_only=False)
-        if payload.get("kind") != "dbn" or payload.get("format") != SAVE_FORMAT:
-            raise ValueError(f"{path}: not a DBN file of format {SAVE_FORMAT}")
+        payload = load_model_file(path, "dbn", SAVE_FORMAT)
         model = cls(DBNConfig(**payload["config"]))
         model.load_state_dict(payload["state_dict"])
         model.record = payload["record"]

@@ -18,6 +18,10 @@ the seed's sampler), so THRML samples the very models our samplers sample.
   samples) or a free block drawn from softmax(d + U h) (unconditional samples). Only the
   top-level block Gibbs runs in THRML; the up-pass that starts it and the directed
   top-down pass after it are the DBN's own (torch).
+- One step of a denoising chain of conditional RBMs (``DTMStepGraph``, :mod:`rgbench.models.dtm`):
+  the categorical RBM's layer form plus the conditioning image x_i as a clamped visible
+  layer joined to the free one by the fixed diagonal coupling J [x_{i-1,s} = x_{i,s}], and
+  the label clamped when the RBM has one. One program (J a parameter) serves every step.
 
 Programs are built inside jitted functions from parameter arrays, so one compilation
 serves every seed of a model (same shapes); THRML's own jit of a program is the cost that
@@ -30,7 +34,7 @@ from __future__ import annotations
 import os
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
@@ -155,6 +159,7 @@ class _LayerClasses:
     hidden_to_visible: type  # interaction: W^T and b, read by the visible layer
     label_to_hidden: type  # interaction: U, read by the hidden layer from a (clamped or free) label
     hidden_to_label: type  # interaction: U^T and d, read by a free label
+    condition_to_visible: type  # interaction: J, read by the visible layer from a clamped image
     hidden_sampler: type
     visible_sampler: type
     label_sampler: type
@@ -200,6 +205,12 @@ def _rbm_classes() -> _LayerClasses:
         weight: jax.Array
         bias: jax.Array
 
+    class ConditionToVisible(eqx.Module):
+        """Input of the visible layer from a clamped image c of the same sites: the diagonal
+        coupling J [v_i = c_i] (J of shape (1,)), in the reference gauge
+        J ([l = c_i] - [c_i = 0]) on the levels l above 0."""
+        coupling: jax.Array
+
     class HiddenConditional(AbstractConditionalSampler):
         """h_j ~ Bernoulli(sigmoid(c_j + sum_i W_i[v_i, j] + U_yj)), the visible layer having
         ``levels`` levels per site."""
@@ -221,15 +232,24 @@ def _rbm_classes() -> _LayerClasses:
 
     class VisibleConditional(AbstractConditionalSampler):
         """v_i ~ softmax over levels of (0, b_i1 + W_i1 h, ..., b_i(L-1) + W_i(L-1) h); for
-        2 levels, v_i ~ Bernoulli(sigmoid(b_i + W_i h))."""
+        2 levels, v_i ~ Bernoulli(sigmoid(b_i + W_i h)). A clamped image c (a DTM step) adds
+        J ([l = c_i] - [c_i = 0]) to level l's logit."""
         sites: int
         levels: int
 
         def sample(self, key, interactions, active_flags, states, sampler_state, output_sd):
-            interaction, state = interactions[0], states[0]
-            weight = interaction.weight[0, 0]
-            hidden = state[0][0, 0].astype(weight.dtype)
-            partial = (hidden @ weight + interaction.bias[0, 0]).reshape(self.sites, self.levels - 1)
+            partial = None
+            for interaction, state in zip(interactions, states):
+                tail = state[0][0, 0]  # one head node, one interaction of this group
+                if isinstance(interaction, ConditionToVisible):
+                    coupling = interaction.coupling[0, 0]
+                    onehot = jax.nn.one_hot(tail, self.levels, dtype=coupling.dtype)
+                    term = coupling * (onehot[:, 1:] - onehot[:, :1])
+                else:
+                    weight = interaction.weight[0, 0]
+                    term = (tail.astype(weight.dtype) @ weight + interaction.bias[0, 0]).reshape(
+                        self.sites, self.levels - 1)
+                partial = term if partial is None else partial + term
             logits = jnp.concatenate([jnp.zeros((self.sites, 1), partial.dtype), partial], axis=1)
             levels = jax.random.categorical(key, logits, axis=-1)
             return levels.astype(output_sd.dtype)[None], sampler_state
@@ -245,7 +265,7 @@ def _rbm_classes() -> _LayerClasses:
             return label.astype(output_sd.dtype)[None], sampler_state
 
     return _LayerClasses(VisibleLayer, HiddenLayer, VisibleToHidden, HiddenToVisible, LabelToHidden, HiddenToLabel,
-                         HiddenConditional, VisibleConditional, LabelConditional)
+                         ConditionToVisible, HiddenConditional, VisibleConditional, LabelConditional)
 
 
 class RBMLayerGraph:
@@ -268,7 +288,13 @@ class RBMLayerGraph:
 
     def program(self, weight: Any, visible_bias: Any, hidden_bias: Any, label_weight: Any | None = None) -> Any:
         """weight (sites * 3, H), visible_bias (sites * 3,), hidden_bias (H,), label_weight (K, H)."""
-        from thrml import BlockGibbsSpec, BlockSamplingProgram, InteractionGroup
+        groups, clamped = self._rbm_groups(weight, visible_bias, hidden_bias, label_weight)
+        return self._sampling_program(groups, clamped)
+
+    def _rbm_groups(self, weight: Any, visible_bias: Any, hidden_bias: Any, label_weight: Any | None,
+                    ) -> tuple[list, list]:
+        """The RBM's interaction groups and clamped blocks (the label's, if any)."""
+        from thrml import InteractionGroup
 
         kinds = self._kinds
         groups = [InteractionGroup(kinds.visible_to_hidden(weight[None], hidden_bias[None]), self.hidden_block,
@@ -280,8 +306,14 @@ class RBMLayerGraph:
             groups.append(InteractionGroup(kinds.label_to_hidden(label_weight[None]), self.hidden_block,
                                            [self.label_block]))
             clamped = [self.label_block]
+        return groups, clamped
+
+    def _sampling_program(self, groups: list, clamped: list) -> Any:
+        """Two free blocks, hidden then visible (one sweep: h | v, ...; then v | h, ...)."""
+        from thrml import BlockGibbsSpec, BlockSamplingProgram
+
         spec = BlockGibbsSpec([self.hidden_block, self.visible_block], clamped, self.shapes)
-        samplers = [kinds.hidden_sampler(LEVELS), kinds.visible_sampler(self.sites, LEVELS)]
+        samplers = [self._kinds.hidden_sampler(LEVELS), self._kinds.visible_sampler(self.sites, LEVELS)]
         return BlockSamplingProgram(spec, samplers, groups)
 
     @property
@@ -300,6 +332,119 @@ class RBMLayerGraph:
 
     def clamp(self, labels: np.ndarray | None, chains: int) -> list[np.ndarray]:
         return clamped_labels(self.label_block is not None, labels, chains)
+
+
+class DTMStepGraph(RBMLayerGraph):
+    """One step of a denoising chain of conditional RBMs (:class:`rgbench.models.dtm.DTM`):
+    a categorical RBM's layer form (free hidden and visible layers x_{i-1}, the label
+    clamped when the RBM has one) plus the conditioning image x_i, a clamped visible layer
+    joined to the free one by the fixed per-pixel coupling J [x_{i-1,s} = x_{i,s}]. A sweep
+    is ``DTM.denoise``'s: h | x_{i-1}, y; then x_{i-1} | h, x_i.
+
+    Why x_i is a clamped block with a diagonal coupling, not per-chain level potentials:
+    every chain has its own x_i, and THRML's clamped blocks are exactly its per-chain fixed
+    inputs (vmapped with the free state), while a program's parameters are shared by all
+    chains. The clamped layer is also the model's own reading (x_i is a variable of the
+    joint p(x_{i-1}, h | x_i, y), held fixed), and J enters as a traced parameter, so one
+    compiled program serves all T steps (each with its RBM and J_i) and both passes. The
+    coupling is read by the generalised visible sampler (:func:`_rbm_classes`) as
+    J ([l = x_{i,s}] - [x_{i,s} = 0]) on levels l >= 1: ``DTM.coupling_logits``'s
+    reference-gauge form."""
+
+    def __init__(self, sites: int, hidden: int, classes: int = 0) -> None:
+        from thrml import Block
+
+        if sites < 1 or hidden < 1 or not 0 <= classes <= 256:
+            raise ValueError(f"invalid DTM step sizes: sites={sites}, hidden={hidden}, classes={classes}")
+        super().__init__(sites, hidden, classes)
+        self.condition_block = Block([self._kinds.visible_layer()])
+
+    def program(self, weight: Any, visible_bias: Any, hidden_bias: Any, coupling: Any,  # type: ignore[override]
+                label_weight: Any | None = None) -> Any:
+        """weight (sites * 3, H), visible_bias (sites * 3,), hidden_bias (H,), coupling J (a
+        scalar), label_weight (K, H) when the RBM has labels: :func:`dtm_step_params`'s
+        order. Shapes are checked here, at trace time (a wrong one would otherwise surface
+        as an obscure XLA broadcasting error)."""
+        import jax.numpy as jnp
+        from thrml import InteractionGroup
+
+        rows = self.sites * (LEVELS - 1)
+        expected = {"weight": (rows, self.hidden), "visible_bias": (rows,), "hidden_bias": (self.hidden,),
+                    "coupling": ()}
+        given = {"weight": weight, "visible_bias": visible_bias, "hidden_bias": hidden_bias, "coupling": coupling}
+        if self.classes:
+            expected["label_weight"], given["label_weight"] = (self.classes, self.hidden), label_weight
+        elif label_weight is not None:
+            raise ValueError("an RBM without labels takes no label_weight")
+        for name, shape in expected.items():
+            if given[name] is None or tuple(jnp.shape(given[name])) != shape:
+                raise ValueError(f"{name} must have shape {shape}, got "
+                                 f"{None if given[name] is None else tuple(jnp.shape(given[name]))}")
+        groups, clamped = self._rbm_groups(weight, visible_bias, hidden_bias, label_weight)
+        groups.append(InteractionGroup(self._kinds.condition_to_visible(jnp.reshape(coupling, (1,))),
+                                       self.visible_block, [self.condition_block]))
+        return self._sampling_program(groups, [self.condition_block, *clamped])
+
+    def to_state(self, images: np.ndarray, rng: np.random.Generator) -> list[np.ndarray]:
+        """(C, height, width) levels of x_i -> the free blocks' start: [hidden (C, 1, H)
+        random bits (never read: the first sweep draws h), visible x_{i-1} = x_i (C, 1, sites)],
+        as ``DTM.denoise`` starts."""
+        return super().to_state(self._checked_images(images), rng)
+
+    def clamp(self, images: np.ndarray, labels: np.ndarray | None = None) -> list[np.ndarray]:  # type: ignore[override]
+        """The clamped blocks' states: x_i (C, 1, sites) uint8 and, with labels, each
+        chain's label (C, 1) uint8."""
+        x = self._checked_images(images)
+        chains = len(x)
+        out = [x.reshape(chains, 1, self.sites)]
+        if self.classes:
+            y = np.asarray(labels) if labels is not None else None
+            if y is None or y.shape != (chains,):
+                raise ValueError(f"an RBM with labels needs {chains} labels, got "
+                                 f"{None if y is None else y.shape}")
+            if y.size and (not np.issubdtype(y.dtype, np.integer) or y.min() < 0 or y.max() >= self.classes):
+                raise ValueError(f"labels must be integers in [0, {self.classes})")
+            out += clamped_labels(True, y, chains)
+        elif labels is not None and len(labels):
+            raise ValueError("an RBM without labels takes no labels")
+        return out
+
+    def _checked_images(self, images: np.ndarray) -> np.ndarray:
+        """``images`` as (C, sites) uint8 levels in [0, LEVELS), or a ValueError (an
+        out-of-range level would index past the one-hot silently)."""
+        x = np.asarray(images)
+        if x.ndim < 2 or int(np.prod(x.shape[1:])) != self.sites:
+            raise ValueError(f"expected (chains, ...) images of {self.sites} sites, got shape {x.shape}")
+        if x.size and (not np.issubdtype(x.dtype, np.integer) or x.min() < 0 or x.max() >= LEVELS):
+            raise ValueError(f"levels must be integers in [0, {LEVELS})")
+        return x.reshape(len(x), self.sites).astype(np.uint8)
+
+
+def dtm_step_params(rbm: CategoricalRBM, coupling: float) -> tuple:
+    """One DTM step's parameters as :meth:`DTMStepGraph.program` takes them (numpy float32;
+    J a 0-d array, so that every step's J has one dtype and shape and no step recompiles):
+    ``rbm``'s weights and biases, J, and the label weights when it has labels."""
+    if not isinstance(rbm, CategoricalRBM):
+        raise TypeError(f"expected a CategoricalRBM, got {type(rbm).__name__}")
+    if rbm.config.levels != LEVELS:
+        raise ValueError(f"a DTM step's RBM has {LEVELS} levels, got {rbm.config.levels}")
+    if not np.isfinite(coupling):
+        raise ValueError(f"the coupling must be finite, got {coupling}")
+    params = tuple(getattr(rbm, name).detach().cpu().numpy().astype(np.float32)
+                   for name in ("weight", "visible_bias", "hidden_bias"))
+    params += (np.asarray(coupling, dtype=np.float32),)
+    if rbm.conditional:
+        params += (rbm.label_weight.detach().cpu().numpy().astype(np.float32),)
+    return params
+
+
+def dtm_step_graph(rbm: CategoricalRBM, coupling: float) -> tuple[DTMStepGraph, tuple]:
+    """(graph, params) of one DTM step: the conditional law p(x_{i-1} | x_i, y) of ``rbm``
+    times the coupling J [x_{i-1,s} = x_{i,s}]. The graph depends on the RBM's sizes only,
+    so one graph (and one compiled :class:`ThrmlSampler`) serves every step of a DTM, with
+    each step's :func:`dtm_step_params`."""
+    params = dtm_step_params(rbm, coupling)
+    return DTMStepGraph(rbm.sites, rbm.config.hidden, rbm.config.classes), params
 
 
 class DBNTopGraph:
@@ -475,6 +620,10 @@ class ThrmlRun:
     sweep_seconds: float  # wall seconds per sweep of all chains (median over calls)
     sweep_cpu_seconds: float  # process CPU seconds per sweep of all chains
     final_state: list[np.ndarray]  # the free blocks' states after the last sweep
+    # every call's wall and process CPU seconds per sweep, the first (compiling) call included:
+    # a caller that runs one compiled sampler several times (a DTM's steps) pools them
+    call_seconds: list[float] = field(default_factory=list)
+    call_cpu_seconds: list[float] = field(default_factory=list)
 
 
 class ThrmlSampler:
@@ -512,7 +661,7 @@ class ThrmlSampler:
         current = [jax.numpy.asarray(s) for s in state]
         clamp = [jax.numpy.asarray(c) for c in clamp]
         snapshots: dict[int, np.ndarray] = {}
-        walls, cpus = [], []
+        walls, cpus, call_walls, call_cpus = [], [], [], []
         compile_seconds = 0.0
         done = 0
         for call in range(sweeps // self.sweeps_per_call):
@@ -520,6 +669,8 @@ class ThrmlSampler:
             wall, cpu = time.perf_counter(), time.process_time()
             current = jax.block_until_ready(self._fn(keys, current, clamp, params))
             wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+            call_walls.append(wall / self.sweeps_per_call)
+            call_cpus.append(cpu / self.sweeps_per_call)
             if call == 0:
                 compile_seconds = wall
             else:
@@ -530,4 +681,4 @@ class ThrmlSampler:
                 snapshots[done] = to_images(current)
         median = lambda v: float(np.median(v)) if v else float("nan")  # noqa: E731
         return ThrmlRun(to_images(current), snapshots, compile_seconds, median(walls), median(cpus),
-                        [np.asarray(s) for s in current])
+                        [np.asarray(s) for s in current], call_walls, call_cpus)
