@@ -35,12 +35,11 @@ import torch
 from rgbench.config import build
 from rgbench.data.preprocess import CLASSES, LevelData, load_levels
 from rgbench.evaluation.energy import RaplMeter
-from rgbench.experiments.potts_ebm import (DBN_MODELS, EXPERIMENT, baseline_metrics, fit_independent,
+from rgbench.experiments.potts_ebm import (DBN_MODELS, baseline_metrics, fit_independent,
                                            run_provenance, table_params)
-from rgbench.experiments.potts_ebm_sampled import save_runs, save_trained, scored_row
+from rgbench.experiments.potts_ebm_sampled import save_runs, save_trained, scored_row, write_row
 from rgbench.evaluation.samples import SampleRun
 from rgbench.models.dbn import DBN, FEATURE_BATCH, DBNConfig, train_dbn
-from rgbench.results import finite_or_none, write_metrics
 from rgbench.runtime import describe_device, get_logger, pick_device, seed_everything
 
 log = get_logger("potts_ebm")
@@ -160,10 +159,8 @@ def evaluate(cfg: Any, sampling: Mapping[str, Any], mnist4: str, model_path: str
     metrics["diverged"] = bool(payload["diverged"])
     metrics["val_label_accuracy"] = payload["record"].get("val_label_accuracy")
     extra["history"] = payload["history"]
-    metrics = {k: (finite_or_none(v) if isinstance(v, float) else v) for k, v in metrics.items()}
-    write_metrics(metrics_path, experiment=EXPERIMENT, run_id=run_id, params=table_params(cfg, "block"), seed=cfg.seed,
-                  metrics=metrics, wall_seconds=time.perf_counter() - started, device=describe_device(torch_device),
-                  extra=extra, provenance=run_provenance(payload, data, mnist4, model.parameter_count()))
+    metrics = write_row(metrics_path, run_id, table_params(cfg, "block"), cfg.seed, metrics, extra, started,
+                        describe_device(torch_device), run_provenance(payload, data, mnist4, model.parameter_count()))
     log.info("%s seed %d: recognisable %.3f (%.3f of the ceiling) at %d sweeps, %.3f at %d", cfg.model, cfg.seed,
              metrics["recognisable_fraction"], metrics.get("recognisable_fraction_vs_ceiling") or float("nan"),
              checkpoints[-1], metrics["long_recognisable_fraction"], long_sweeps)

@@ -32,11 +32,10 @@ from rgbench.config import build
 from rgbench.data.preprocess import CLASSES, LevelData, load_levels
 from rgbench.evaluation.energy import RaplMeter
 from rgbench.evaluation.samples import SampleRun
-from rgbench.experiments.potts_ebm import (DTM_MODELS, EXPERIMENT, baseline_metrics, fit_independent, run_provenance,
+from rgbench.experiments.potts_ebm import (DTM_MODELS, baseline_metrics, fit_independent, run_provenance,
                                            table_params)
-from rgbench.experiments.potts_ebm_sampled import save_runs, save_trained, scored_row
+from rgbench.experiments.potts_ebm_sampled import save_runs, save_trained, scored_row, write_row
 from rgbench.models.dtm import DTM, DTMConfig, train_dtm
-from rgbench.results import finite_or_none, write_metrics
 from rgbench.runtime import describe_device, get_logger, pick_device, seed_everything
 
 log = get_logger("potts_ebm")
@@ -110,6 +109,14 @@ def sample_runs(model: DTM, kind: str, n: int, factor: int, generator: torch.Gen
     return run, long, checkpoints
 
 
+def header_metrics(model: DTM, data: LevelData, smoothing: float) -> dict[str, Any]:
+    """What a DTM row says before its samples' scores (our sampler's and THRML's alike): the
+    exact independent-pixel baselines, no likelihood, and the chain's steps and sweeps."""
+    independent, class_independent = fit_independent(data, smoothing)
+    return {**baseline_metrics(model.conditional, data, independent, class_independent), "test_nll_nats": None,
+            "likelihood_method": "none", "dtm_steps": model.config.steps, "sweeps_per_step": model.config.sweeps}
+
+
 def evaluate(cfg: Any, sampling: Mapping[str, Any], mnist4: str, model_path: str, reference_model: str,
              reference_stats: str, metrics_path: str, samples_path: str, run_id: str, device: str) -> dict[str, Any]:
     """The DTM row's evaluate job (``cfg``: PottsRunConfig; ``sampling``: its
@@ -122,11 +129,8 @@ def evaluate(cfg: Any, sampling: Mapping[str, Any], mnist4: str, model_path: str
     started = time.perf_counter()
     data = load_levels(mnist4, cfg.train_limit, cfg.test_limit)
     model, payload = DTM.load_payload(model_path)
-    independent, class_independent = fit_independent(data, cfg.smoothing)
     run, long, checkpoints = sample_runs(model, cfg.model, acfg.samples, acfg.long_sweeps_factor, generator)
-    metrics: dict[str, Any] = {**baseline_metrics(model.conditional, data, independent, class_independent),
-                               "test_nll_nats": None, "likelihood_method": "none", "dtm_steps": model.config.steps,
-                               "sweeps_per_step": model.config.sweeps}
+    metrics = header_metrics(model, data, cfg.smoothing)
     torch_device = pick_device(device)
     clf = load_reference_classifier(reference_model, device=torch_device)
     scores, extra = scored_row(clf, data, run, long, checkpoints, reference_stats, acfg.ceiling_images,
@@ -137,10 +141,8 @@ def evaluate(cfg: Any, sampling: Mapping[str, Any], mnist4: str, model_path: str
     metrics["train_cpu_seconds"] = payload["train_cpu_seconds"]
     metrics["diverged"] = bool(payload["diverged"])
     extra["history"] = payload["history"]
-    metrics = {k: (finite_or_none(v) if isinstance(v, float) else v) for k, v in metrics.items()}
-    write_metrics(metrics_path, experiment=EXPERIMENT, run_id=run_id, params=table_params(cfg, "block"), seed=cfg.seed,
-                  metrics=metrics, wall_seconds=time.perf_counter() - started, device=describe_device(torch_device),
-                  extra=extra, provenance=run_provenance(payload, data, mnist4, model.parameter_count()))
+    metrics = write_row(metrics_path, run_id, table_params(cfg, "block"), cfg.seed, metrics, extra, started,
+                        describe_device(torch_device), run_provenance(payload, data, mnist4, model.parameter_count()))
     log.info("%s seed %d: recognisable %.3f (%.3f of the ceiling) at %d sweeps, %.3f at %d", cfg.model, cfg.seed,
              metrics["recognisable_fraction"], metrics.get("recognisable_fraction_vs_ceiling") or float("nan"),
              checkpoints[-1], metrics["long_recognisable_fraction"], max(long.snapshots))

@@ -17,8 +17,9 @@ import numpy as np
 
 from rgbench.data.preprocess import LevelData
 from rgbench.io import save_npz_atomic
+from rgbench.results import finite_or_none, write_metrics
 from rgbench.evaluation.samples import SampleRun, ceiling_scores, relative_to_ceiling, save_sample_run, score_samples
-from rgbench.experiments.potts_ebm import memorisation_scores
+from rgbench.experiments.potts_ebm import EXPERIMENT, memorisation_scores
 from rgbench.models.pcd import SHOWN_CHAINS
 
 # the long run's columns beside the budget's
@@ -75,3 +76,13 @@ def save_trained(model: Any, cfg: Any, data: LevelData, model_path: str, epochs_
                     epoch_gap=np.array([h["gap"] for h in history]),
                     epoch_cpu_seconds=np.array([h["cpu_seconds"] for h in history]))
     return payload
+
+
+def write_row(metrics_path: str, run_id: str, params: dict[str, Any], seed: int, metrics: dict[str, Any],
+              extra: dict[str, Any], started: float, device: str, provenance: dict[str, Any]) -> dict[str, Any]:
+    """A sampled row's metrics.json (non-finite floats as null); returns the metrics written.
+    ``started``: the job's perf_counter at its start."""
+    metrics = {k: (finite_or_none(v) if isinstance(v, float) else v) for k, v in metrics.items()}
+    write_metrics(metrics_path, experiment=EXPERIMENT, run_id=run_id, params=params, seed=seed, metrics=metrics,
+                  wall_seconds=time.perf_counter() - started, device=device, extra=extra, provenance=provenance)
+    return metrics

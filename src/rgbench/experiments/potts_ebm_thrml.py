@@ -38,7 +38,7 @@ from rgbench.data.preprocess import load_levels
 from rgbench.data.preprocess import CLASSES, LEVELS
 from rgbench.evaluation.samples import SampleRun, ceiling_scores, relative_to_ceiling, save_sample_run
 from rgbench.experiments.potts_ebm import (DBN_MODELS, DTM_MODELS, EXPERIMENT, SIDE, PottsRunConfig, ThrmlConfig,
-                                           baseline_metrics, chain_labels, chain_start, checkpoints_for,
+                                           chain_labels, chain_start, checkpoints_for,
                                            fit_independent, memorisation_scores, run_provenance, score_chains,
                                            table_params)
 from rgbench.models.pcd import RBM_MODELS, SHOWN_CHAINS, load_trained
@@ -132,7 +132,7 @@ def dbn_thrml_job(run_cfg: PottsRunConfig, sampling: Mapping[str, Any], data: An
     scored at the budget and at the long run's sweeps), THRML running the top RBM."""
     from rgbench.evaluation.reference import load_reference_classifier
     from rgbench.experiments import potts_ebm_dbn
-    from rgbench.experiments.potts_ebm_sampled import save_runs, scored_row
+    from rgbench.experiments.potts_ebm_sampled import save_runs, scored_row, write_row
     from rgbench.models.potts_thrml import ThrmlSampler, dbn_top_graph
 
     cfg = build(potts_ebm_dbn.DBNSamplingConfig, sampling)
@@ -168,12 +168,9 @@ def dbn_thrml_job(run_cfg: PottsRunConfig, sampling: Mapping[str, Any], data: An
                                 cfg.memorisation_images)
     metrics["first_call_seconds"] = result.compile_seconds
     metrics["train_cpu_seconds"] = payload["train_cpu_seconds"]
-    metrics = {k: (finite_or_none(v) if isinstance(v, float) else v) for k, v in metrics.items()}
     save_runs(samples_path, run, long, checkpoints, extra)
-    write_metrics(metrics_path, experiment=EXPERIMENT, run_id=f"{run_id}_sampler-thrml",
-                  params=table_params(run_cfg, "thrml"), seed=run_cfg.seed, metrics=metrics,
-                  wall_seconds=time.perf_counter() - started, device="cpu (jax)", extra=extra,
-                  provenance=run_provenance(payload, data, mnist4, model.parameter_count()))
+    metrics = write_row(metrics_path, f"{run_id}_sampler-thrml", table_params(run_cfg, "thrml"), run_cfg.seed, metrics,
+                        extra, started, "cpu (jax)", run_provenance(payload, data, mnist4, model.parameter_count()))
     log.info("thrml %s seed %d: recognisable %.3f at %d sweeps, %.3f at %d; first call %.1f s, %.4f s per sweep",
              kind, run_cfg.seed, metrics["recognisable_fraction"], budget, metrics["long_recognisable_fraction"],
              long_sweeps, result.compile_seconds, result.sweep_seconds)
@@ -228,7 +225,7 @@ def dtm_thrml_job(run_cfg: PottsRunConfig, sampling: Mapping[str, Any], data: An
     THRML running every step's block Gibbs; scored and saved as the evaluate job's row."""
     from rgbench.evaluation.reference import load_reference_classifier
     from rgbench.experiments import potts_ebm_dtm
-    from rgbench.experiments.potts_ebm_sampled import save_runs, scored_row
+    from rgbench.experiments.potts_ebm_sampled import save_runs, scored_row, write_row
     from rgbench.models.dtm import DTM
     from rgbench.models.potts_thrml import ThrmlSampler, dtm_step_graph, dtm_step_params
 
@@ -238,7 +235,7 @@ def dtm_thrml_job(run_cfg: PottsRunConfig, sampling: Mapping[str, Any], data: An
     if model.conditional != (kind == "dtm_cond"):
         raise ValueError(f"{kind} samples a DTM {'with' if kind == 'dtm_cond' else 'without'} labels; "
                          f"{model_path} holds one {'with' if model.conditional else 'without'}")
-    steps, sweeps = model.config.steps, model.config.sweeps
+    sweeps = model.config.sweeps
     couplings = model.coupling.detach().cpu().numpy()
     graph, _ = dtm_step_graph(model.rbms[0], float(couplings[0]))  # one graph (sizes only) for every step
     step_params = [dtm_step_params(rbm, float(j)) for rbm, j in zip(model.rbms, couplings)]
@@ -260,22 +257,16 @@ def dtm_thrml_job(run_cfg: PottsRunConfig, sampling: Mapping[str, Any], data: An
     run = SampleRun(budget.snapshots[checkpoints[-1]], budget.snapshots, labels, sweep_seconds, sweep_cpu_seconds)
     long = SampleRun(long_pass.snapshots[long_sweeps], {long_sweeps: long_pass.snapshots[long_sweeps]}, labels,
                      sweep_seconds, sweep_cpu_seconds)
-    independent, class_independent = fit_independent(data, run_cfg.smoothing)
-    metrics: dict[str, Any] = {**baseline_metrics(model.conditional, data, independent, class_independent),
-                               "test_nll_nats": None, "likelihood_method": "none", "dtm_steps": steps,
-                               "sweeps_per_step": sweeps}
+    metrics = potts_ebm_dtm.header_metrics(model, data, run_cfg.smoothing)
     clf = load_reference_classifier(reference_model, device=pick_device(device))
     scores, extra = scored_row(clf, data, run, long, checkpoints, reference_stats, cfg.ceiling_images,
                                cfg.memorisation_images)
     metrics.update(scores)
     metrics["first_call_seconds"] = budget.first_call_seconds
     metrics["train_cpu_seconds"] = payload["train_cpu_seconds"]
-    metrics = {k: (finite_or_none(v) if isinstance(v, float) else v) for k, v in metrics.items()}
     save_runs(samples_path, run, long, checkpoints, extra)
-    write_metrics(metrics_path, experiment=EXPERIMENT, run_id=f"{run_id}_sampler-thrml",
-                  params=table_params(run_cfg, "thrml"), seed=run_cfg.seed, metrics=metrics,
-                  wall_seconds=time.perf_counter() - started, device="cpu (jax)", extra=extra,
-                  provenance=run_provenance(payload, data, mnist4, model.parameter_count()))
+    metrics = write_row(metrics_path, f"{run_id}_sampler-thrml", table_params(run_cfg, "thrml"), run_cfg.seed, metrics,
+                        extra, started, "cpu (jax)", run_provenance(payload, data, mnist4, model.parameter_count()))
     log.info("thrml %s seed %d: recognisable %.3f at %d sweeps, %.3f at %d; first call %.1f s, %.4f s per sweep",
              kind, run_cfg.seed, metrics["recognisable_fraction"], checkpoints[-1],
              metrics["long_recognisable_fraction"], long_sweeps, budget.first_call_seconds, sweep_seconds)
