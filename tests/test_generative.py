@@ -318,6 +318,27 @@ def test_an_empty_batch_goes_through_the_input_layer():
     assert small("vae").negative_elbo(none).shape == (0,)
 
 
+@pytest.mark.parametrize("leading", [(), (3,)])
+def test_categorical_log_prob_equals_torch_categorical_bit_for_bit(leading):
+    """Forward values and gradients: the training trajectories stay those of Categorical."""
+    from torch.distributions import Categorical
+    from rgbench.models.made import categorical_log_prob
+    generator = torch.Generator().manual_seed(3)
+    logits = (torch.randn(*leading, 17, 30, 4, generator=generator) * 4).requires_grad_()
+    values = torch.randint(0, 4, (17, 30), generator=generator)
+    weights = torch.randn(*leading, 17, generator=generator)
+    ours = categorical_log_prob(logits, values)
+    theirs = Categorical(logits=logits, validate_args=False).log_prob(values)
+    assert ours.shape == (*leading, 17, 30)
+    assert torch.equal(ours, theirs)
+    ours_grad, = torch.autograd.grad((ours.sum(-1) * weights).sum(), logits)
+    theirs_grad, = torch.autograd.grad((theirs.sum(-1) * weights).sum(), logits)
+    assert torch.equal(ours_grad, theirs_grad)
+    # exact value on a tiny case: uniform logits give log(1/4) at every pixel
+    assert torch.allclose(categorical_log_prob(torch.zeros(2, 4), torch.tensor([0, 3])),
+                          torch.full((2,), -math.log(4)))
+
+
 # ----------------------------------------------------------------------------- memorisation
 
 def test_nearest_training_distances_match_brute_force():

@@ -37,7 +37,6 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from torch.distributions import Categorical
 
 from rgbench.data.preprocess import LEVELS
 
@@ -227,9 +226,7 @@ class MADE(nn.Module):
     def log_prob(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         """Exact log p(x) (or log p(x | y)) in nats per image, shape (N,)."""
         levels = self.check_images(x)
-        # validate_args=False: check_images has checked the levels once; the distribution's own
-        # support check costs ~5% of a training step
-        return Categorical(logits=self.logits(levels, labels), validate_args=False).log_prob(levels).sum(-1)
+        return categorical_log_prob(self.logits(levels, labels), levels).sum(-1)
 
     def nll(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         """Exact negative log-likelihood in nats per image, shape (N,)."""
@@ -279,6 +276,23 @@ class MADE(nn.Module):
             images[:, pixel] = level
             inputs[:, pixel * (levels - 1):(pixel + 1) * (levels - 1)] = F.one_hot(level, levels)[:, 1:].to(dtype)
         return images.view(n, cfg.height, cfg.width).to(torch.uint8)
+
+
+# ----------------------------------------------------------------------------- likelihood
+# Shared with rgbench.models.vae: both models' pixels are categorical over the levels.
+
+def categorical_log_prob(logits: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+    """log softmax(logits)[value] per pixel: ``logits`` (..., L), ``values`` integer levels
+    broadcastable to ``logits.shape[:-1]``; returns that shape.
+
+    The same numbers as ``Categorical(logits=logits).log_prob(values)``, bit for bit, forward
+    and backward (tests/test_generative.py checks both): torch's Categorical
+    normalises every level (logits - logsumexp) and then gathers one; gathering first and
+    subtracting the same logsumexp skips the (..., L) normalised copy and the broadcast, 30%
+    of the VAE's importance-weighted evaluation (py-spy, docs/costs.md). The levels are
+    checked once by the callers (``check_levels``), so nothing here validates them."""
+    index = values.long().expand(logits.shape[:-1]).unsqueeze(-1)
+    return logits.gather(-1, index).squeeze(-1) - logits.logsumexp(-1)
 
 
 # ----------------------------------------------------------------------------- input checks

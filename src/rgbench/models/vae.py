@@ -29,10 +29,10 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
-from torch.distributions import Categorical, Normal, kl_divergence
+from torch.distributions import Normal, kl_divergence
 
 from rgbench.data.preprocess import LEVELS
-from rgbench.models.made import LevelLinear, check_labels, check_levels
+from rgbench.models.made import LevelLinear, categorical_log_prob, check_labels, check_levels
 
 
 @dataclass
@@ -116,8 +116,7 @@ class VAE(nn.Module):
 
     def _log_likelihood(self, x: torch.Tensor, z: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
         """log p(x | z[, y]) summed over pixels; z may carry leading sample dimensions."""
-        # validate_args=False: the levels were checked once by _check
-        return Categorical(logits=self.decoder_logits(z, labels), validate_args=False).log_prob(x).sum(-1)
+        return categorical_log_prob(self.decoder_logits(z, labels), x).sum(-1)
 
     # ------------------------------------------------------------------ objectives
 
