@@ -34,7 +34,7 @@ from rgbench.evaluation.energy import RaplMeter
 from rgbench.evaluation.samples import SampleRun
 from rgbench.experiments.potts_ebm import (DTM_MODELS, baseline_metrics, fit_independent, run_provenance,
                                            table_params)
-from rgbench.experiments.potts_ebm_sampled import save_runs, save_trained, scored_row, write_row
+from rgbench.experiments.potts_ebm_sampled import add_training_record, save_trained, score_and_save, write_row
 from rgbench.models.dtm import DTM, DTMConfig, train_dtm
 from rgbench.runtime import describe_device, get_logger, pick_device, seed_everything
 
@@ -133,14 +133,9 @@ def evaluate(cfg: Any, sampling: Mapping[str, Any], mnist4: str, model_path: str
     metrics = header_metrics(model, data, cfg.smoothing)
     torch_device = pick_device(device)
     clf = load_reference_classifier(reference_model, device=torch_device)
-    scores, extra = scored_row(clf, data, run, long, checkpoints, reference_stats, acfg.ceiling_images,
-                               acfg.memorisation_images)
-    metrics.update(scores)
-    save_runs(samples_path, run, long, checkpoints, extra)
-    metrics["train_seconds"] = payload["train_seconds"]
-    metrics["train_cpu_seconds"] = payload["train_cpu_seconds"]
-    metrics["diverged"] = bool(payload["diverged"])
-    extra["history"] = payload["history"]
+    extra = score_and_save(clf, data, run, long, checkpoints, reference_stats, acfg.ceiling_images,
+                           acfg.memorisation_images, samples_path, metrics)
+    add_training_record(metrics, extra, payload)
     metrics = write_row(metrics_path, run_id, table_params(cfg, "block"), cfg.seed, metrics, extra, started,
                         describe_device(torch_device), run_provenance(payload, data, mnist4, model.parameter_count()))
     log.info("%s seed %d: recognisable %.3f (%.3f of the ceiling) at %d sweeps, %.3f at %d", cfg.model, cfg.seed,

@@ -60,6 +60,26 @@ def save_runs(samples_path: str, run: SampleRun, long: SampleRun, checkpoints: l
                     checkpoints + [max(long.snapshots)], extra["digit_fraction_by_sweep"], SHOWN_CHAINS)
 
 
+def score_and_save(clf: Any, data: LevelData, run: SampleRun, long: SampleRun, checkpoints: list[int],
+                   reference_stats: str, ceiling_images: int, memorisation_images: int, samples_path: str,
+                   metrics: dict[str, Any]) -> dict[str, Any]:
+    """:func:`scored_row` into ``metrics`` (updated in place) and :func:`save_runs`; returns
+    the row's extra (histograms, digit fractions) for metrics.json."""
+    scores, extra = scored_row(clf, data, run, long, checkpoints, reference_stats, ceiling_images,
+                               memorisation_images)
+    metrics.update(scores)
+    save_runs(samples_path, run, long, checkpoints, extra)
+    return extra
+
+
+def add_training_record(metrics: dict[str, Any], extra: dict[str, Any], payload: dict[str, Any]) -> None:
+    """A trained DBN's or DTM's record (``save_trained``'s payload) into its row, in place."""
+    metrics["train_seconds"] = payload["train_seconds"]
+    metrics["train_cpu_seconds"] = payload["train_cpu_seconds"]
+    metrics["diverged"] = bool(payload["diverged"])
+    extra["history"] = payload["history"]
+
+
 def save_trained(model: Any, cfg: Any, data: LevelData, model_path: str, epochs_path: str, began: float,
                  unit: str) -> dict[str, Any]:
     """Save a trained DBN or DTM (``model.save``) with the run's training record, as the

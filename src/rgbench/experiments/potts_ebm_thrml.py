@@ -132,7 +132,7 @@ def dbn_thrml_job(run_cfg: PottsRunConfig, sampling: Mapping[str, Any], data: An
     scored at the budget and at the long run's sweeps), THRML running the top RBM."""
     from rgbench.evaluation.reference import load_reference_classifier
     from rgbench.experiments import potts_ebm_dbn
-    from rgbench.experiments.potts_ebm_sampled import save_runs, scored_row, write_row
+    from rgbench.experiments.potts_ebm_sampled import score_and_save, write_row
     from rgbench.models.potts_thrml import ThrmlSampler, dbn_top_graph
 
     cfg = build(potts_ebm_dbn.DBNSamplingConfig, sampling)
@@ -164,11 +164,11 @@ def dbn_thrml_job(run_cfg: PottsRunConfig, sampling: Mapping[str, Any], data: An
     long = SampleRun(result.images, {long_sweeps: result.images}, labels, result.sweep_seconds,
                      result.sweep_cpu_seconds)
     clf = load_reference_classifier(reference_model, device=pick_device(device))
-    metrics, extra = scored_row(clf, data, run, long, checkpoints, reference_stats, cfg.ceiling_images,
-                                cfg.memorisation_images)
+    metrics: dict[str, Any] = {}
+    extra = score_and_save(clf, data, run, long, checkpoints, reference_stats, cfg.ceiling_images,
+                           cfg.memorisation_images, samples_path, metrics)
     metrics["first_call_seconds"] = result.compile_seconds
     metrics["train_cpu_seconds"] = payload["train_cpu_seconds"]
-    save_runs(samples_path, run, long, checkpoints, extra)
     metrics = write_row(metrics_path, f"{run_id}_sampler-thrml", table_params(run_cfg, "thrml"), run_cfg.seed, metrics,
                         extra, started, "cpu (jax)", run_provenance(payload, data, mnist4, model.parameter_count()))
     log.info("thrml %s seed %d: recognisable %.3f at %d sweeps, %.3f at %d; first call %.1f s, %.4f s per sweep",
@@ -225,7 +225,7 @@ def dtm_thrml_job(run_cfg: PottsRunConfig, sampling: Mapping[str, Any], data: An
     THRML running every step's block Gibbs; scored and saved as the evaluate job's row."""
     from rgbench.evaluation.reference import load_reference_classifier
     from rgbench.experiments import potts_ebm_dtm
-    from rgbench.experiments.potts_ebm_sampled import save_runs, scored_row, write_row
+    from rgbench.experiments.potts_ebm_sampled import score_and_save, write_row
     from rgbench.models.dtm import DTM
     from rgbench.models.potts_thrml import ThrmlSampler, dtm_step_graph, dtm_step_params
 
@@ -259,12 +259,10 @@ def dtm_thrml_job(run_cfg: PottsRunConfig, sampling: Mapping[str, Any], data: An
                      sweep_seconds, sweep_cpu_seconds)
     metrics = potts_ebm_dtm.header_metrics(model, data, run_cfg.smoothing)
     clf = load_reference_classifier(reference_model, device=pick_device(device))
-    scores, extra = scored_row(clf, data, run, long, checkpoints, reference_stats, cfg.ceiling_images,
-                               cfg.memorisation_images)
-    metrics.update(scores)
+    extra = score_and_save(clf, data, run, long, checkpoints, reference_stats, cfg.ceiling_images,
+                           cfg.memorisation_images, samples_path, metrics)
     metrics["first_call_seconds"] = budget.first_call_seconds
     metrics["train_cpu_seconds"] = payload["train_cpu_seconds"]
-    save_runs(samples_path, run, long, checkpoints, extra)
     metrics = write_row(metrics_path, f"{run_id}_sampler-thrml", table_params(run_cfg, "thrml"), run_cfg.seed, metrics,
                         extra, started, "cpu (jax)", run_provenance(payload, data, mnist4, model.parameter_count()))
     log.info("thrml %s seed %d: recognisable %.3f at %d sweeps, %.3f at %d; first call %.1f s, %.4f s per sweep",
