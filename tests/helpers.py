@@ -81,8 +81,10 @@ def level_files(tmp_path: Path) -> tuple[Path, Path, Path]:
 
 
 def dbn_config(**overrides):
-    """A DBNConfig of config.yaml's ``potts_ebm.dbn`` block (and its smoothing) with ``overrides``."""
+    """A DBNConfig of config.yaml's ``potts_ebm.dbn`` block (and its smoothing) with ``overrides``;
+    the equilibrium prior's AIS cut to a tiny model's size unless overridden."""
     from rgbench.models.dbn import DBNConfig
 
     section = default_config()["potts_ebm"]
-    return DBNConfig(**{**section["dbn"], "smoothing": section["smoothing"], **overrides})
+    return DBNConfig(**{**section["dbn"], "smoothing": section["smoothing"], "prior_chains": 4, "prior_steps": 10,
+                        **overrides})

@@ -143,6 +143,33 @@ def test_bernoulli_rbm_matches_enumeration() -> None:
             assert float(rbm.visible_probs(h)[0, i]) == pytest.approx(expected, abs=1e-6)
 
 
+def test_label_partitions_match_enumeration() -> None:
+    """AIS of the per-label partition functions against the exact sums of a 4-visible /
+    3-hidden / 3-label RBM, from two different bases; the equilibrium prior is their softmax."""
+    from rgbench.models.dbn import equilibrium_label_prior, label_log_partitions
+    from rgbench.models.rbm import power_schedule
+
+    torch.manual_seed(0)
+    rbm = BernoulliRBM(visible=4, hidden=3, classes=3, init_std=1.0)
+    with torch.no_grad():
+        for p in (rbm.visible_bias, rbm.hidden_bias, rbm.label_bias):
+            p.normal_()
+        states = torch.tensor(list(itertools.product((0, 1), repeat=4)), dtype=torch.float32)
+        exact = np.array([torch.logsumexp(-rbm.free_energy(states, torch.full((16,), y)), 0).item()
+                          for y in range(3)])
+    for base in (torch.full((3, 4), 0.5), torch.tensor([[0.1, 0.9, 0.5, 0.3]] * 3)):
+        got = [r.log_z for r in label_log_partitions(rbm, base, 2000, power_schedule(50, 1.0),
+                                                     torch.Generator().manual_seed(1))]
+        np.testing.assert_allclose(got, exact, atol=0.02)
+    prior = equilibrium_label_prior(rbm, torch.full((3, 4), 0.5), 2000, 50, 1.0, torch.Generator().manual_seed(2))
+    np.testing.assert_allclose(prior["class_prior"], np.exp(exact - np.logaddexp.reduce(exact)), atol=0.01)
+    assert prior["doubling_shift"] < 0.05 and prior["ess"] > 1000
+    with pytest.raises(ValueError, match="label units"):
+        label_log_partitions(BernoulliRBM(4, 3), torch.full((1, 4), 0.5), 10, power_schedule(5, 1.0))
+    with pytest.raises(ValueError, match="base_probs"):
+        label_log_partitions(rbm, torch.full((2, 4), 0.5), 10, power_schedule(5, 1.0))
+
+
 def test_pcd_statistics_are_the_free_energy_gradient() -> None:
     """Data minus chain statistics = -d/dtheta [mean F(data) - mean F(chains)] exactly."""
     torch.manual_seed(1)
@@ -232,7 +259,8 @@ def test_dbn_jobs_train_once_and_score_both_rows(tmp_path) -> None:
 
     mnist4, reference, stats = level_files(tmp_path)
     section = default_config()["potts_ebm"]
-    dbn = {**section["dbn"], "hidden": [12, 8], "epochs": [1, 2], "batch_size": 20, "chains": 10}
+    dbn = {**section["dbn"], "hidden": [12, 8], "epochs": [1, 2], "batch_size": 20, "chains": 10, "prior_chains": 6,
+           "prior_steps": 20}
     run = {"model": "dbn_cond", "seed": 0, "train_limit": 0, "test_limit": 0, "smoothing": 1.0, "training": dbn}
     trained = tmp_path / "model-dbn_cond_seed-0"
     payload = potts_ebm.train_job(run, str(mnist4), str(trained / "model.pt"), str(trained / "epochs.npz"),
@@ -264,6 +292,13 @@ def test_dbn_jobs_train_once_and_score_both_rows(tmp_path) -> None:
     assert cond_samples["labels"].tolist() == [i % 10 for i in range(30)] and len(free_samples["labels"]) == 0
     assert "conditional_recognition" in cond["metrics"] and "long_conditional_recognition" in cond["metrics"]
     assert "conditional_recognition" not in free["metrics"]
+    # the label-free row carries the equilibrium class prior of the train job's AIS; the clamped one does not
+    prior = payload["record"]["equilibrium_label_prior"]
+    assert len(prior["class_prior"]) == 10 and sum(prior["class_prior"]) == pytest.approx(1.0)
+    assert free["metrics"]["equilibrium_max_class_prior"] == pytest.approx(max(prior["class_prior"]))
+    assert free["metrics"]["equilibrium_min_class_prior"] == pytest.approx(min(prior["class_prior"]))
+    assert free["metrics"]["equilibrium_prior_doubling_shift"] >= 0
+    assert "equilibrium_max_class_prior" not in cond["metrics"]
     assert cond["metrics"]["baseline"] == "class_mixture" and free["metrics"]["baseline"] == "independent"
     assert cond["params"]["hidden"] == "12-8" and cond["params"]["epochs"] == "1-2"
     # the same seed draws the same samples

@@ -258,7 +258,7 @@ def test_thrml_job_samples_both_dbn_rows_as_the_evaluate_job_does(tmp_path) -> N
 
     mnist4, reference, stats = level_files(tmp_path)
     section = default_config()["potts_ebm"]
-    dbn = {**section["dbn"], "hidden": [12, 8], "epochs": [1, 1], "batch_size": 20, "chains": 10}
+    dbn = {**section["dbn"], "hidden": [12, 8], "epochs": [1, 1], "batch_size": 20, "chains": 10, "prior_chains": 0}
     run = {"model": "dbn_cond", "seed": 0, "train_limit": 0, "test_limit": 0, "smoothing": 1.0, "training": dbn}
     model_path = tmp_path / "trained" / "model.pt"
     potts_ebm.train_job(run, str(mnist4), str(model_path), str(tmp_path / "trained" / "epochs.npz"), device="cpu")

@@ -82,6 +82,19 @@ def load_model_file(path: str | os.PathLike, kind: str, save_format: int) -> dic
     return payload
 
 
+def load_trained_module(path: str | os.PathLike, kind: str, save_format: int,
+                        build: Callable[[dict[str, Any]], torch.nn.Module]) -> tuple[Any, dict[str, Any]]:
+    """A model :func:`save_model_file` wrote: ``build`` makes it from the saved config dict,
+    then its weights and training record (``.record``) are loaded and it is put in eval
+    mode. Returns the model and the whole dict."""
+    payload = load_model_file(path, kind, save_format)
+    model = build(payload["config"])
+    model.load_state_dict(payload["state_dict"])
+    model.record = payload["record"]
+    model.eval()
+    return model, payload
+
+
 @dataclass
 class EpochResult:
     epoch: int

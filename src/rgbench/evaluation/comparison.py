@@ -43,7 +43,7 @@ COLUMNS = ["model", "family", "sampler", "seed", "conditional", "nll_nats", "nll
            "exact_copy_fraction", "samples", "sample_batch", "sweeps", "wall_seconds_per_1000_samples",
            "cpu_seconds_per_1000_samples", "cpu_seconds_per_recognisable_digit", "train_cpu_seconds",
            "energy_joules_per_sample", "energy_method", "long_sample_sweeps", "long_recognisable_fraction_vs_ceiling",
-           "long_min_class_share", "long_conditional_recognition"]
+           "long_min_class_share", "long_conditional_recognition", "equilibrium_max_class_prior"]
 
 
 TEXT_COLUMNS = {"model", "family", "sampler", "conditional", "nll_kind", "nll_method", "energy_method"}
@@ -77,6 +77,8 @@ def _ebm_rows(ebm: pd.DataFrame) -> list[dict[str, Any]]:
             "samples": _value(r, "n_samples"), "sample_batch": _value(r, "n_samples"),  # every chain at once
             "sweeps": _value(r, "sample_sweeps"),  # of every chain, all run at once
             "train_cpu_seconds": _value(model_row, "train_cpu_seconds"),
+            # the label-free DBN's class prior at equilibrium (its train job's AIS), beside the shares at the budget
+            "equilibrium_max_class_prior": _value(model_row, "equilibrium_max_class_prior"),
             **{k: _value(r, k) for k in _SHARED},
         })
     return rows
@@ -271,6 +273,9 @@ def per_seed_sentences(table: pd.DataFrame) -> list[str]:
             text += f"; at {int(rows['long_sample_sweeps'].iloc[0])} sweeps {_seed_values(rows, long)}"
             if long == "long_recognisable_fraction_vs_ceiling":
                 text += f" (smallest class share {_seed_values(rows, 'long_min_class_share')})"
+        if "equilibrium_max_class_prior" in rows and rows["equilibrium_max_class_prior"].notna().any():
+            text += ("; at equilibrium (AIS of the label units' prior) the most probable digit's share "
+                     f"{_seed_values(rows, 'equilibrium_max_class_prior')}")
         out.append(text + ".")
     return out
 

@@ -15,11 +15,17 @@ Evaluation, beside the other EBMs' protocol (same chains, same scorer, same ceil
   passed down once to pixels and scored;
 - the cost of a sample: the sampling run's CPU seconds over its top-level sweeps (the
   up-pass start and the down-passes at the checkpoints included, amortised per sweep);
-- no likelihood: a DBN's log-likelihood needs the top RBM's partition function with the
-  directed layers' variational bound, which the pipeline does not estimate; the row says
+- no likelihood: a DBN's log-likelihood needs the top RBM's partition function (estimated
+  per label for the class prior below) with the directed layers' variational bound, which
+  the pipeline does not compute; the row says
   ``likelihood_method: none`` and keeps the exact independent-pixel baseline beside it;
 - the top RBM's label posterior classifies the test set (``test_label_accuracy``), a
   diagnostic of how strongly the labels are tied to the features.
+- the label-free row (``dbn``) carries the class prior its chains reach at equilibrium
+  (the train job's AIS of the top RBM's per-label partition functions,
+  ``equilibrium_max_class_prior`` / ``equilibrium_min_class_prior``): class coverage at the
+  budget that the equilibrium does not share is a property of chains from noise, not of
+  the model.
 """
 
 from __future__ import annotations
@@ -121,6 +127,21 @@ def sample_run(model: DBN, kind: str, n: int, checkpoints: list[int], long_sweep
     return run, long
 
 
+def add_equilibrium_prior(metrics: dict[str, Any], extra: dict[str, Any], prior: Mapping[str, Any] | None) -> None:
+    """The label-free row's equilibrium class prior (the train job's AIS, in the model's
+    record) beside the class shares its chains reach at the budget: the share of the most and
+    the least probable digit, and the doubling check's shift (nats of log p(y)). ``None``:
+    not estimated (``prior_chains: 0``), the columns stay empty."""
+    if prior is None:
+        metrics.update(equilibrium_max_class_prior=None, equilibrium_min_class_prior=None,
+                       equilibrium_prior_doubling_shift=None)
+        return
+    metrics["equilibrium_max_class_prior"] = float(max(prior["class_prior"]))
+    metrics["equilibrium_min_class_prior"] = float(min(prior["class_prior"]))
+    metrics["equilibrium_prior_doubling_shift"] = float(prior["doubling_shift"])
+    extra["equilibrium_label_prior"] = dict(prior)
+
+
 def label_accuracy(model: DBN, data: LevelData) -> float:
     """Share of test images whose top-RBM label posterior's argmax is their digit."""
     x = torch.from_numpy(np.ascontiguousarray(data.test_x))
@@ -154,6 +175,8 @@ def evaluate(cfg: Any, sampling: Mapping[str, Any], mnist4: str, model_path: str
                            acfg.memorisation_images, samples_path, metrics)
     add_training_record(metrics, extra, payload)
     metrics["val_label_accuracy"] = payload["record"].get("val_label_accuracy")
+    if cfg.model == "dbn":
+        add_equilibrium_prior(metrics, extra, payload["record"].get("equilibrium_label_prior"))
     metrics = write_row(metrics_path, run_id, table_params(cfg, "block"), cfg.seed, metrics, extra, started,
                         describe_device(torch_device), run_provenance(payload, data, mnist4, model.parameter_count()))
     log.info("%s seed %d: recognisable %.3f (%.3f of the ceiling) at %d sweeps, %.3f at %d", cfg.model, cfg.seed,

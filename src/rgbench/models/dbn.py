@@ -48,6 +48,7 @@ categorical RBMs' THRML programs.
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from dataclasses import asdict, dataclass
@@ -61,9 +62,9 @@ import torch.nn.functional as F
 from rgbench.data.preprocess import CLASSES, LEVELS, LevelData
 from rgbench.io import atomic_path
 from rgbench.models.pcd import MomentumSchedule, RBMPCDTrainer, RBMTrainConfig, rbm_optimizer
-from rgbench.models.potts import IndependentModel
-from rgbench.models.rbm import CategoricalRBM, RBMConfig, sample_above_reference
-from rgbench.training import load_model_file, save_model_file
+from rgbench.models.potts import AISResult, IndependentModel, summarise_log_weights
+from rgbench.models.rbm import CategoricalRBM, RBMConfig, power_schedule, sample_above_reference
+from rgbench.training import load_trained_module, save_model_file
 
 SIDE = 28
 FEATURES = ("probabilities", "samples")
@@ -72,7 +73,7 @@ DOWN_PASSES = ("samples", "probabilities")
 # figure 9), or uniform noise at the penultimate layer itself.
 STARTS = ("pixels", "penultimate")
 # Bumped when what a saved DBN holds changes.
-SAVE_FORMAT = 1
+SAVE_FORMAT = 2
 # Rows per batch when a layer's features of the whole training split are computed: bounds
 # the temporary (rows, hidden) activations without slowing the pass.
 FEATURE_BATCH = 5000
@@ -105,6 +106,10 @@ class DBNConfig:
     features: str  # what an upper layer is trained on (FEATURES)
     down_pass: str  # how the generative pass carries states down (DOWN_PASSES)
     sample_start: str  # where the top-level chains start (STARTS)
+    # after training, AIS of the top RBM's per-label partition functions: the class prior that
+    # label-free chains reach at equilibrium (equilibrium_label_prior); 0 chains: not estimated
+    prior_chains: int  # AIS chains per label (the doubling check runs half the chains and steps)
+    prior_steps: int  # annealing steps, a linear schedule in beta
     smoothing: float  # add-alpha counts of the independent model that starts layer 1's biases
 
     def __post_init__(self) -> None:
@@ -129,6 +134,8 @@ class DBNConfig:
             raise ValueError(f"down_pass must be one of {DOWN_PASSES}, got {self.down_pass!r}")
         if self.sample_start not in STARTS:
             raise ValueError(f"sample_start must be one of {STARTS}, got {self.sample_start!r}")
+        if self.prior_chains < 0 or self.prior_steps < 1:
+            raise ValueError(f"prior_chains must be >= 0 and prior_steps >= 1, got {self.prior_chains}, {self.prior_steps}")
 
 
 # ----------------------------------------------------------------------------- Bernoulli RBM
@@ -251,6 +258,66 @@ def softplus(x: torch.Tensor) -> torch.Tensor:
 def bernoulli(p: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
     """Binary draws of probabilities ``p`` (one uniform per unit, from ``generator``)."""
     return (torch.rand(p.shape, generator=generator, device=p.device) < p).to(p.dtype)
+
+
+# ----------------------------------------------------------------------------- the label prior
+
+@torch.no_grad()
+def label_log_partitions(top: BernoulliRBM, base_probs: torch.Tensor, chains: int, betas: np.ndarray,
+                         generator: torch.Generator | None = None) -> list[AISResult]:
+    """log Z_y = log sum_{v, h} exp(-E(v, h, y)) of a conditional top RBM for every label y,
+    by AIS with ``chains`` chains per label (all labels in one batch).
+
+    Label y's path starts at p0_y(v) = prod_i Bernoulli(base_probs[y, i]) with h independent
+    fair coins (the training features' means per class start each chain near its label's
+    digits) and reaches the RBM with y clamped: with g = logit(base_probs[y]) and h summed out,
+    f_beta(v) = (1 - beta) g.v + beta (b.v + d_y) + sum_j softplus(beta a_j), a = c + W^T v + U_y,
+    so log Z0 = sum_i softplus(g_i) + H log 2; T_beta is block Gibbs, h | v ~ sigmoid(beta a),
+    then v | h ~ sigmoid((1 - beta) g + beta (b + W h))."""
+    if not top.conditional:
+        raise ValueError("label partitions need a top RBM with label units")
+    if chains < 1:
+        raise ValueError(f"chains must be >= 1, got {chains}")
+    if base_probs.shape != (top.classes, top.visible):
+        raise ValueError(f"base_probs must be ({top.classes}, {top.visible}), got {tuple(base_probs.shape)}")
+    p = base_probs.double().clamp(1e-4, 1 - 1e-4)
+    base = torch.log(p / (1 - p)).float()  # (K, V)
+    labels = torch.arange(top.classes).repeat_interleave(chains)
+    offset = top.hidden_bias + top.label_weight[labels]  # (N, H): c + U_y of each chain
+    chain_base = base[labels]  # (N, V)
+    field = top.visible_bias - chain_base  # b - g: the visible terms grow as beta (b - g) . v
+    v = bernoulli(torch.sigmoid(chain_base), generator)
+    log_w = torch.zeros(len(labels), dtype=torch.float64)
+    for previous, beta in zip(np.asarray(betas[:-1], dtype=float), np.asarray(betas[1:], dtype=float)):
+        act = torch.addmm(offset, v, top.weight)
+        log_w += (beta - previous) * (v * field).sum(1, dtype=torch.float64)
+        log_w += softplus(beta * act).sum(1, dtype=torch.float64) - softplus(previous * act).sum(1, dtype=torch.float64)
+        h = bernoulli(torch.sigmoid(beta * act), generator)
+        logits = torch.addmm(top.visible_bias, h, top.weight.t(), alpha=beta, beta=beta) + (1 - beta) * chain_base
+        v = bernoulli(torch.sigmoid(logits), generator)
+    log_z0 = softplus(base.double()).sum(1) + top.hidden * math.log(2.0)  # (K,)
+    return [summarise_log_weights(log_w[labels == y].numpy(), float(log_z0[y]) + float(top.label_bias[y]))
+            for y in range(top.classes)]
+
+
+@torch.no_grad()
+def equilibrium_label_prior(top: BernoulliRBM, base_probs: torch.Tensor, chains: int, steps: int, power: float,
+                            generator: torch.Generator | None = None) -> dict[str, Any]:
+    """The class prior p(y) = Z_y / sum_y' Z_y' that label-free chains of the top RBM (and so
+    the DBN's unconditional samples) reach at equilibrium, from :func:`label_log_partitions`
+    on the schedule ``power_schedule(steps, power)``, with the doubling check of the other
+    AIS estimates: a run with half the chains and steps (``doubling_shift``: the largest
+    change of a log p(y) between the two, in nats)."""
+    full = label_log_partitions(top, base_probs, chains, power_schedule(steps, power), generator)
+    half = label_log_partitions(top, base_probs, max(chains // 2, 2), power_schedule(max(steps // 2, 1), power),
+                                generator)
+    log_z = np.array([r.log_z for r in full])
+    log_prior = log_z - np.logaddexp.reduce(log_z)
+    log_prior_half = np.array([r.log_z for r in half])
+    log_prior_half -= np.logaddexp.reduce(log_prior_half)
+    return {"class_prior": np.exp(log_prior).tolist(), "log_z": log_z.tolist(),
+            "doubling_shift": float(np.max(np.abs(log_prior - log_prior_half))),
+            "ess": float(min(r.ess for r in full))}
 
 
 # ----------------------------------------------------------------------------- the DBN
@@ -381,12 +448,7 @@ class DBN(nn.Module):
     @classmethod
     def load_payload(cls, path: str | os.PathLike) -> tuple["DBN", dict[str, Any]]:
         """The DBN in eval mode and the whole dict it was saved in."""
-        payload = load_model_file(path, "dbn", SAVE_FORMAT)
-        model = cls(DBNConfig(**payload["config"]))
-        model.load_state_dict(payload["state_dict"])
-        model.record = payload["record"]
-        model.eval()
-        return model, payload
+        return load_trained_module(path, "dbn", SAVE_FORMAT, lambda config: cls(DBNConfig(**config)))
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "DBN":
@@ -505,7 +567,10 @@ def train_dbn(cfg: DBNConfig, data: LevelData, seed: int, log: Callable[[str], N
 
     With ``checkpoint_path`` the stack is saved after each layer (weights, history, the
     run's generator state) and a rerun of the same config, seed and data resumes after the
-    last finished layer with the same result; the file is removed when training ends."""
+    last finished layer with the same result; the file is removed when training ends.
+
+    With ``cfg.prior_chains`` > 0 the record also holds the top RBM's equilibrium class prior
+    (:func:`equilibrium_label_prior`, after training; its CPU-seconds are not training's)."""
     check_data(data)
     log = log or (lambda message: None)
     generator = torch.Generator().manual_seed(seed)
@@ -552,6 +617,15 @@ def train_dbn(cfg: DBNConfig, data: LevelData, seed: int, log: Callable[[str], N
                               "n_train": len(data.train_x), "history": history}
     if checkpoint_path is not None and os.path.exists(checkpoint_path):
         os.remove(checkpoint_path)
+    if cfg.prior_chains > 0:
+        # the training features' mean per class: each label's AIS chains start near its digits
+        base = torch.stack([inputs[labels == y].mean(0) if bool((labels == y).any())
+                            else torch.full((inputs.shape[1],), 0.5) for y in range(CLASSES)])
+        began_prior = time.process_time()
+        prior = equilibrium_label_prior(model.top, base, cfg.prior_chains, cfg.prior_steps, 1.0, generator)
+        record["equilibrium_label_prior"] = {**prior, "cpu_seconds": time.process_time() - began_prior}
+        log(f"equilibrium label prior (AIS): largest {max(prior['class_prior']):.3f}, smallest "
+            f"{min(prior['class_prior']):.4f}, doubling shift {prior['doubling_shift']:.2f} nats")
     if len(data.val_x):
         val_x = torch.from_numpy(np.ascontiguousarray(data.val_x))
         predicted = torch.cat([model.classify(val_x[i:i + FEATURE_BATCH]) for i in range(0, len(val_x), FEATURE_BATCH)])

@@ -64,7 +64,7 @@ import torch.nn.functional as F
 from rgbench.data.preprocess import CLASSES, LEVELS, LevelData
 from rgbench.io import atomic_path
 from rgbench.models.rbm import CategoricalRBM, RBMConfig, sample_above_reference
-from rgbench.training import load_model_file, save_model_file
+from rgbench.training import load_trained_module, save_model_file
 
 SIDE = 28
 # Bumped when what a saved DTM holds changes.
@@ -198,12 +198,7 @@ class DTM(nn.Module):
     @classmethod
     def load_payload(cls, path: str | os.PathLike) -> tuple["DTM", dict[str, Any]]:
         """The DTM in eval mode and the whole dict it was saved in."""
-        payload = load_model_file(path, "dtm", SAVE_FORMAT)
-        model = cls(DTMConfig(**payload["config"]))
-        model.load_state_dict(payload["state_dict"])
-        model.record = payload["record"]
-        model.eval()
-        return model, payload
+        return load_trained_module(path, "dtm", SAVE_FORMAT, lambda config: cls(DTMConfig(**config)))
 
 
 # ----------------------------------------------------------------------------- training
