@@ -74,6 +74,33 @@ def test_fixed_seed_is_bit_identical(tiny_data: LevelData, tiny_dbn: DBN) -> Non
     assert not torch.equal(other.top.weight, tiny_dbn.top.weight)
 
 
+def test_fpcd_changes_the_upper_layers_only(tiny_data: LevelData, tiny_dbn: DBN) -> None:
+    fast = train_dbn(tiny_config(fast_lr=0.1, fast_decay=0.05), tiny_data, seed=0)
+    for name, value in tiny_dbn.bottom.state_dict().items():  # layer 1 is plain PCD either way
+        assert torch.equal(value, fast.bottom.state_dict()[name]), name
+    assert not torch.equal(fast.top.weight, tiny_dbn.top.weight)  # its chains ran on other weights
+    again = train_dbn(tiny_config(fast_lr=0.1, fast_decay=0.05), tiny_data, seed=0)
+    assert torch.equal(again.top.weight, fast.top.weight)
+
+
+def test_fast_weights_are_added_for_the_block_and_follow_the_ascent() -> None:
+    from rgbench.models.pcd import fast_weights_added, update_fast_weights
+
+    rbm = BernoulliRBM(3, 2, classes=2, init_std=0.1)
+    regular = {name: p.detach().clone() for name, p in rbm.named_parameters()}
+    fast = {"weight": torch.full((3, 2), 0.25), "hidden_bias": torch.tensor([1.0, -1.0])}
+    with fast_weights_added(rbm, fast):
+        torch.testing.assert_close(rbm.weight, regular["weight"] + 0.25)
+        torch.testing.assert_close(rbm.hidden_bias, regular["hidden_bias"] + torch.tensor([1.0, -1.0]))
+        assert torch.equal(rbm.visible_bias, regular["visible_bias"])
+    for name, p in rbm.named_parameters():  # restored exactly, not by subtraction
+        assert torch.equal(p, regular[name]), name
+    ascent = {"weight": torch.ones(3, 2), "hidden_bias": torch.tensor([2.0, 0.0])}
+    update_fast_weights(fast, ascent, lr=0.5, decay=0.2)
+    torch.testing.assert_close(fast["weight"], torch.full((3, 2), 0.8 * 0.25 + 0.5))
+    torch.testing.assert_close(fast["hidden_bias"], torch.tensor([0.8 + 1.0, -0.8]))
+
+
 def block_mass(images: np.ndarray, k: int) -> float:
     """Share of lit pixels in class k's block of synthetic_levels."""
     row, col = 2 + 12 * (k // 5), 1 + 5 * (k % 5)
@@ -221,6 +248,10 @@ def test_bad_inputs_raise(tiny_dbn: DBN, tiny_data: LevelData) -> None:
         dbn_config(hidden=[16, 8], epochs=[1])
     with pytest.raises(ValueError, match="features"):
         dbn_config(hidden=[16, 8], epochs=[1, 1], features="means")
+    with pytest.raises(ValueError, match="fast_decay"):
+        dbn_config(fast_lr=0.1, fast_decay=1.5)
+    with pytest.raises(ValueError, match="fast_lr"):
+        dbn_config(fast_lr=-0.1)
     bad = LevelData(tiny_data.train_x[:, :14], tiny_data.train_y, tiny_data.val_x, tiny_data.val_y,
                     tiny_data.test_x, tiny_data.test_y)
     with pytest.raises(ValueError, match="training levels"):

@@ -61,7 +61,8 @@ import torch.nn.functional as F
 
 from rgbench.data.preprocess import CLASSES, LEVELS, LevelData
 from rgbench.io import atomic_path
-from rgbench.models.pcd import MomentumSchedule, RBMPCDTrainer, RBMTrainConfig, rbm_optimizer
+from rgbench.models.pcd import (MomentumSchedule, RBMPCDTrainer, RBMTrainConfig, fast_weights_added, rbm_optimizer,
+                                update_fast_weights)
 from rgbench.models.potts import AISResult, IndependentModel, summarise_log_weights
 from rgbench.models.rbm import CategoricalRBM, RBMConfig, power_schedule, sample_above_reference
 from rgbench.training import load_trained_module, save_model_file
@@ -72,8 +73,8 @@ DOWN_PASSES = ("samples", "probabilities")
 # Where the top-level chains start: an up-pass from a uniform-noise image (the paper's
 # figure 9), or uniform noise at the penultimate layer itself.
 STARTS = ("pixels", "penultimate")
-# Bumped when what a saved DBN holds changes.
-SAVE_FORMAT = 2
+# Bumped when what a saved DBN holds changes (3: the config's fast_lr / fast_decay).
+SAVE_FORMAT = 3
 # Rows per batch when a layer's features of the whole training split are computed: bounds
 # the temporary (rows, hidden) activations without slowing the pass.
 FEATURE_BATCH = 5000
@@ -102,6 +103,10 @@ class DBNConfig:
     weight_decay: float  # L2 on the weights of every layer
     chains: int  # persistent chains per layer, started at random training rows
     sweeps: int  # PCD-k: Gibbs sweeps per update
+    # FPCD of the Bernoulli layers (Tieleman & Hinton 2009): their chains run on regular + fast
+    # weights; fast_lr 0 is plain PCD (layer 1 always is)
+    fast_lr: float  # the fast weights' (constant) learning rate
+    fast_decay: float  # the fast weights shrink by this fraction every update
     init_std: float
     features: str  # what an upper layer is trained on (FEATURES)
     down_pass: str  # how the generative pass carries states down (DOWN_PASSES)
@@ -134,6 +139,8 @@ class DBNConfig:
             raise ValueError(f"down_pass must be one of {DOWN_PASSES}, got {self.down_pass!r}")
         if self.sample_start not in STARTS:
             raise ValueError(f"sample_start must be one of {STARTS}, got {self.sample_start!r}")
+        if self.fast_lr < 0 or not 0 <= self.fast_decay <= 1:
+            raise ValueError(f"fast_lr must be >= 0 and fast_decay in [0, 1], got {self.fast_lr}, {self.fast_decay}")
         if self.prior_chains < 0 or self.prior_steps < 1:
             raise ValueError(f"prior_chains must be >= 0 and prior_steps >= 1, got {self.prior_chains}, {self.prior_steps}")
 
@@ -527,6 +534,7 @@ def _train_upper(layer: BernoulliRBM, depth: int, cfg: DBNConfig, inputs: torch.
     start = torch.randperm(len(inputs), generator=generator)[: cfg.chains]
     chains = bernoulli(inputs[start], generator)
     chain_labels = labels[start].clone() if layer.conditional else None
+    fast = {name: torch.zeros_like(p) for name, p in layer.named_parameters()} if cfg.fast_lr else {}
     history = []
     for epoch in range(epochs):
         began = time.process_time()
@@ -539,11 +547,13 @@ def _train_upper(layer: BernoulliRBM, depth: int, cfg: DBNConfig, inputs: torch.
                 v = bernoulli(v, generator)
             y = labels[idx] if layer.conditional else None
             # the conditional top RBM models (features, label) jointly: its chains sample labels too
-            chains, chain_labels, _ = layer.gibbs(chains, chain_labels, cfg.sweeps, generator, clamp_labels=False)
+            with fast_weights_added(layer, fast):
+                chains, chain_labels, _ = layer.gibbs(chains, chain_labels, cfg.sweeps, generator, clamp_labels=False)
             grads = layer.pcd_statistics(v, y, chains, chain_labels)
             if layer.conditional and cfg.discriminative_weight > 0:
                 for name, g in layer.discriminative_direction(v, y).items():
                     grads[name].add_(g, alpha=cfg.discriminative_weight)
+            update_fast_weights(fast, grads, cfg.fast_lr, cfg.fast_decay)
             for name, p in layer.named_parameters():
                 p.grad = -grads[name]  # SGD descends: minus the ascent direction
             optimizer.step()

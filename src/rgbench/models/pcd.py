@@ -19,8 +19,9 @@ and the per-epoch validation keeps the probe's batches.
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
 import numpy as np
 import torch
@@ -173,6 +174,35 @@ class MomentumSchedule:
         self._apply()
 
 
+@contextmanager
+def fast_weights_added(module: nn.Module, fast: Mapping[str, torch.Tensor]) -> Iterator[None]:
+    """FPCD (Tieleman & Hinton 2009): inside the block ``module``'s parameters named in
+    ``fast`` hold regular + fast weights, so persistent chains run there; after it they are
+    the regular values again, restored by copy (bit-exact, unlike subtracting)."""
+    regular = {}
+    with torch.no_grad():
+        for name, p in module.named_parameters():
+            if name in fast:
+                regular[name] = p.detach().clone()
+                p.add_(fast[name])
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for name, p in module.named_parameters():
+                if name in regular:
+                    p.copy_(regular[name])
+
+
+@torch.no_grad()
+def update_fast_weights(fast: Mapping[str, torch.Tensor], ascent: Mapping[str, torch.Tensor], lr: float,
+                        decay: float) -> None:
+    """FPCD's fast-weight step, in place: each fast weight shrinks by ``decay`` and moves
+    ``lr`` along the same ascent direction as the regular weights."""
+    for name, value in fast.items():
+        value.mul_(1.0 - decay).add_(ascent[name], alpha=lr)
+
+
 class RBMPCDTrainer(nn.Module):
     """An RBM plus its persistent chains (and their labels). ``loss`` runs the chains k
     sweeps with the current parameters, computes the PCD statistics by hand (sparse) and
@@ -207,19 +237,11 @@ class RBMPCDTrainer(nn.Module):
     def _sample_chains(self) -> None:
         """Advance the persistent chains, with the fast weights added (FPCD) when used."""
         m = self.model
-        regular = {}
-        if self.fast_lr:
-            for name, p in m.named_parameters():
-                regular[name] = p.detach().clone()
-                p.add_(getattr(self, f"fast_{name}"))
-        try:
+        fast = {name: getattr(self, f"fast_{name}") for name, _ in m.named_parameters()} if self.fast_lr else {}
+        with fast_weights_added(m, fast):
             # the conditional model is a joint model of (image, label): its chains sample labels too
             chains, labels, _ = m.gibbs(self.chains, self.chain_labels if m.conditional else None, self.sweeps,
                                         self.generator, clamp_labels=False)
-        finally:
-            for name, p in m.named_parameters():
-                if name in regular:
-                    p.copy_(regular[name])
         self.chains.copy_(chains)
         if m.conditional:
             self.chain_labels.copy_(labels)
@@ -232,9 +254,9 @@ class RBMPCDTrainer(nn.Module):
             grads, gap = m.pcd_gradient(x, y if m.conditional else None, self.chains,
                                         self.chain_labels if m.conditional else None, self._weight_grad,
                                         self.discriminative_weight)
-            if self.fast_lr:  # Tieleman & Hinton 2009: fast weights follow the same direction and decay
-                for name in grads:
-                    getattr(self, f"fast_{name}").mul_(1.0 - self.fast_decay).add_(grads[name], alpha=self.fast_lr)
+            if self.fast_lr:
+                update_fast_weights({name: getattr(self, f"fast_{name}") for name in grads}, grads, self.fast_lr,
+                                    self.fast_decay)
         self.gaps.append(gap)
         linear = sum((p * grads[name]).sum() for name, p in m.named_parameters())
         return gap - linear + linear.detach()
