@@ -234,11 +234,14 @@ class RBMPCDTrainer(nn.Module):
     def set_extra_state(self, state: Mapping[str, Any]) -> None:
         self.generator.set_state(state["generator"])
 
+    def _fast_weights(self) -> dict[str, torch.Tensor]:
+        """FPCD's fast weights by parameter name (the buffers themselves); empty for plain PCD."""
+        return {name: getattr(self, f"fast_{name}") for name, _ in self.model.named_parameters()} if self.fast_lr else {}
+
     def _sample_chains(self) -> None:
         """Advance the persistent chains, with the fast weights added (FPCD) when used."""
         m = self.model
-        fast = {name: getattr(self, f"fast_{name}") for name, _ in m.named_parameters()} if self.fast_lr else {}
-        with fast_weights_added(m, fast):
+        with fast_weights_added(m, self._fast_weights()):
             # the conditional model is a joint model of (image, label): its chains sample labels too
             chains, labels, _ = m.gibbs(self.chains, self.chain_labels if m.conditional else None, self.sweeps,
                                         self.generator, clamp_labels=False)
@@ -254,9 +257,7 @@ class RBMPCDTrainer(nn.Module):
             grads, gap = m.pcd_gradient(x, y if m.conditional else None, self.chains,
                                         self.chain_labels if m.conditional else None, self._weight_grad,
                                         self.discriminative_weight)
-            if self.fast_lr:
-                update_fast_weights({name: getattr(self, f"fast_{name}") for name in grads}, grads, self.fast_lr,
-                                    self.fast_decay)
+            update_fast_weights(self._fast_weights(), grads, self.fast_lr, self.fast_decay)
         self.gaps.append(gap)
         linear = sum((p * grads[name]).sum() for name, p in m.named_parameters())
         return gap - linear + linear.detach()
